@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what replfs needs on Debian 12 (as root): FUSE 2 from apt, node modules, the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need_apt=()
+dpkg -s libfuse2 >/dev/null 2>&1 || need_apt+=(libfuse2)
+dpkg -s fuse >/dev/null 2>&1 || need_apt+=(fuse)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+command -v attr >/dev/null 2>&1 || command -v getfattr >/dev/null 2>&1 || need_apt+=(attr)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+[ -e /dev/fuse ] || { echo "setup: /dev/fuse is missing: this machine cannot mount FUSE filesystems" >&2; exit 1; }
+echo "setup: npm ci"
+npm ci --no-audit --no-fund --loglevel=error
+echo "setup: build"
+npm run --silent build

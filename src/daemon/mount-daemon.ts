@@ -1,0 +1,112 @@
+import type { Server } from 'node:net'
+import { rmSync } from 'node:fs'
+import type { Logger } from 'pino'
+import { FuseMount, isMounted } from '../fuse/mount.js'
+import type { Volume } from '../fs/volume.js'
+import { controlSocketPath, serveControl } from './control.js'
+import { defaultSizeLimit, makeVolume, openVolume, type OpenedVolume } from './open-volume.js'
+
+export interface MountDaemonOptions {
+  store: string
+  mountpoint: string
+  create: boolean
+  sizeLimit?: number
+  allowOther?: boolean
+  attrTimeout?: number
+  logger: Logger
+}
+
+/**
+ * One mounted volume in this process: store, record log, FUSE mount and control socket, with
+ * an orderly stop whichever way the stop comes (signal, `replfs umount`, or an external
+ * fusermount -u).
+ */
+export class MountDaemon {
+  private opened!: OpenedVolume
+  private vol!: Volume
+  private fuse!: FuseMount
+  private control: Server | null = null
+  private watch: NodeJS.Timeout | null = null
+  private stopping: Promise<void> | null = null
+  readonly stopped: Promise<void>
+  private resolveStopped!: () => void
+  private readonly log: Logger
+
+  constructor (private readonly opts: MountDaemonOptions) {
+    this.log = opts.logger.child({ mountpoint: opts.mountpoint })
+    this.stopped = new Promise(resolve => { this.resolveStopped = resolve })
+  }
+
+  async start (): Promise<void> {
+    this.opened = await openVolume(this.opts.store, { create: this.opts.create, logger: this.log })
+    const volumeId = this.opened.state.format!.volumeId
+    try {
+      const sizeLimit = this.opts.sizeLimit ?? await defaultSizeLimit(this.opts.store, this.opened.state.counters.usedBytes)
+      this.vol = makeVolume(this.opened, { sizeLimit, logger: this.log })
+      const purged = await this.vol.purgeOrphans()
+      if (purged > 0) this.log.info({ purged }, 'freed files that were unlinked while open when the volume last stopped')
+      this.fuse = new FuseMount(this.opts.mountpoint, this.vol, {
+        allowOther: this.opts.allowOther, attrTimeout: this.opts.attrTimeout, fsname: `replfs:${volumeId.slice(0, 8)}`, logger: this.log
+      })
+      await this.fuse.mount()
+    } catch (err) {
+      await this.opened.store.close().catch(() => {})
+      throw err
+    }
+    this.control = await serveControl(controlSocketPath(this.opts.mountpoint), async req => await this.command(req), this.log)
+    // If someone runs fusermount -u behind our back, close the store cleanly anyway.
+    this.watch = setInterval(() => {
+      if (!isMounted(this.opts.mountpoint)) {
+        this.log.warn('mount point was unmounted externally; closing the store')
+        void this.stop()
+      }
+    }, 1000)
+    this.watch.unref()
+    this.log.info({ volume: volumeId, store: this.opts.store, sizeLimit: this.vol.sizeLimit, seq: this.opened.state.counters.seq }, 'mounted')
+  }
+
+  private async command (req: { cmd: string }): Promise<unknown> {
+    switch (req.cmd) {
+      case 'status': return this.status()
+      case 'unmount':
+        setImmediate(() => { void this.stop() })
+        return { unmounting: this.opts.mountpoint }
+      default: throw Object.assign(new Error(`unknown command ${req.cmd}`), { code: 'BAD_ARGUMENT' })
+    }
+  }
+
+  status (): Record<string, unknown> {
+    const s = this.opened.state
+    return {
+      mountpoint: this.opts.mountpoint,
+      store: this.opts.store,
+      volume: s.format?.volumeId,
+      role: 'standalone',
+      seq: s.counters.seq,
+      usedBytes: s.counters.usedBytes,
+      inodes: s.counters.inodes,
+      sizeLimit: this.vol.sizeLimit,
+      pid: process.pid
+    }
+  }
+
+  stop (): Promise<void> {
+    if (this.stopping !== null) return this.stopping
+    this.stopping = (async () => {
+      if (this.watch !== null) clearInterval(this.watch)
+      this.control?.close()
+      rmSync(controlSocketPath(this.opts.mountpoint), { force: true })
+      try {
+        await this.fuse.unmount()
+      } catch (err) {
+        this.log.error({ err }, 'unmount failed')
+      }
+      await this.opened.log.settle().catch(err => this.log.error({ err }, 'pending records failed at stop'))
+      await this.opened.store.sync().catch(() => {})
+      await this.opened.store.close()
+      this.log.info({ seq: this.opened.state.counters.seq }, 'unmounted; store closed')
+      this.resolveStopped()
+    })()
+    return this.stopping
+  }
+}

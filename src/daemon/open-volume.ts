@@ -1,0 +1,55 @@
+import { statfs } from 'node:fs/promises'
+import type { Logger } from 'pino'
+import { ReplfsError } from '../errors.js'
+import { Volume } from '../fs/volume.js'
+import { nowNs } from '../fs/clock.js'
+import { RecordLog } from '../log/record-log.js'
+import { BLOCK_SIZE } from '../store/keys.js'
+import { Store } from '../store/store.js'
+import { VolumeState, newVolumeId } from '../store/volume-state.js'
+
+export interface OpenedVolume {
+  store: Store
+  state: VolumeState
+  log: RecordLog
+}
+
+/** Opens a store (creating and initialising it when `create`), ready for records. */
+/**
+ * `replay`: leave a new store empty, for a stream of records (starting with init) made elsewhere.
+ */
+export async function openVolume (dir: string, opts: { create: boolean, logger: Logger, mode?: number, replay?: boolean }): Promise<OpenedVolume> {
+  const store = await Store.open(dir, { create: opts.create, logger: opts.logger })
+  try {
+    const state = await VolumeState.load(store)
+    const log = new RecordLog(state, opts.logger)
+    store.onReset = err => {
+      opts.logger.error({ err }, 'reloading volume state after a failed write')
+      state.reload().catch(e => opts.logger.fatal({ err: e }, 'cannot reload volume state'))
+    }
+    if (state.format === null && opts.replay !== true) {
+      if (!opts.create) throw new ReplfsError('STORE_MISSING', `${dir} holds no replfs volume`, { hint: `Create one with: replfs init --store ${dir}` })
+      const r = await log.submit(() => ({
+        type: 'init', volumeId: newVolumeId(), blockSize: BLOCK_SIZE, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mode: opts.mode ?? 0o755, time: nowNs()
+      }))
+      await r?.durable
+      await store.sync()
+      opts.logger.info({ volume: state.format!.volumeId, store: dir }, 'volume created')
+    }
+    return { store, state, log }
+  } catch (err) {
+    await store.close().catch(() => {})
+    throw err
+  }
+}
+
+/** The size a volume may grow to when none is configured: what its disk can still take. */
+export async function defaultSizeLimit (dir: string, usedBytes: number): Promise<number> {
+  const s = await statfs(dir)
+  // Leave a tenth of the free space for LevelDB's compactions and logs.
+  return usedBytes + Math.floor(s.bavail * s.bsize * 0.9)
+}
+
+export function makeVolume (opened: OpenedVolume, opts: { sizeLimit: number, readOnly?: boolean, logger: Logger }): Volume {
+  return new Volume(opened.log, { sizeLimit: opts.sizeLimit, readOnly: opts.readOnly, logger: opts.logger })
+}

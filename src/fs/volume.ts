@@ -1,0 +1,519 @@
+import type { Logger } from 'pino'
+import { FsError, fsError } from '../errors.js'
+import type { RecordLog } from '../log/record-log.js'
+import type { LogRecord } from '../log/records.js'
+import { NAME_MAX, ROOT_INO } from '../store/keys.js'
+import {
+  type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, isDir, isLnk, isReg
+} from '../store/inode.js'
+import type { VolumeState } from '../store/volume-state.js'
+import { nowNs } from './clock.js'
+
+/** Who is calling: the uid/gid the kernel reports for the process making the request. */
+export interface Caller { uid: number, gid: number }
+
+export interface Stat {
+  ino: number
+  mode: number
+  nlink: number
+  uid: number
+  gid: number
+  rdev: number
+  size: number
+  blocks: number
+  blksize: number
+  atime: bigint
+  mtime: bigint
+  ctime: bigint
+}
+
+export interface StatFs {
+  bsize: number
+  frsize: number
+  blocks: number
+  bfree: number
+  bavail: number
+  files: number
+  ffree: number
+  favail: number
+  namemax: number
+}
+
+export interface VolumeOptions {
+  /** Bytes the volume may hold; writes past it get ENOSPC. */
+  sizeLimit: number
+  readOnly?: boolean
+  logger: Logger
+}
+
+/** Largest file offset we accept: beyond it writes and truncates get EFBIG. */
+export const MAX_FILE_SIZE = 2 ** 43
+const MAX_LINKS = 65_000
+const PATH_MAX = 4096
+const XATTR_SIZE_MAX = 65_536
+const XATTR_CREATE = 1
+const XATTR_REPLACE = 2
+const STAT_BLKSIZE = 65_536
+const FRSIZE = 4096
+
+interface Handle { ino: number, flags: number }
+
+/**
+ * libfuse (without hard_remove) renames a file that is unlinked while open to this name and
+ * unlinks that name at the last close. We turn the rename into an unlink that keeps the inode as
+ * an orphan, and resolve the name to the orphan until libfuse unlinks it: fstat keeps working
+ * and no hidden file ever shows in a directory (or keeps it from being removed).
+ */
+const HIDDEN_NAME = /^\.fuse_hidden[0-9a-f]{16}$/
+
+/**
+ * POSIX semantics over the store: paths, names, handles, errno. Every change becomes a record
+ * submitted to the RecordLog; checks run under its lock, against the state the record will
+ * apply to. Knows nothing of FUSE.
+ */
+export class Volume {
+  private readonly handles = new Map<number, Handle>()
+  private readonly openCounts = new Map<number, number>()
+  private readonly hidden = new Map<string, number>()
+  private nextFh = 1
+  readonly readOnly: boolean
+  sizeLimit: number
+  private readonly logger: Logger
+
+  constructor (readonly log: RecordLog, opts: VolumeOptions) {
+    this.sizeLimit = opts.sizeLimit
+    this.readOnly = opts.readOnly ?? false
+    this.logger = opts.logger
+  }
+
+  get state (): VolumeState { return this.log.state }
+
+  /** Frees orphans left by a previous run (files unlinked while open when it stopped). */
+  async purgeOrphans (): Promise<number> {
+    const orphans = [...this.state.orphans]
+    for (const ino of orphans) await this.submit(() => ({ type: 'purge', ino }))
+    return orphans.length
+  }
+
+  // ---- reads ----
+
+  async getattr (path: string): Promise<Stat> {
+    return this.stat(await this.resolve(path))
+  }
+
+  async fgetattr (fh: number): Promise<Stat> {
+    return this.stat(await this.handleInode(fh))
+  }
+
+  async readlink (path: string): Promise<string> {
+    const n = await this.resolve(path)
+    if (!isLnk(n)) throw fsError('EINVAL', `${path} is not a symlink`)
+    return n.target.toString()
+  }
+
+  async readdir (path: string): Promise<Array<{ name: string, ino: number, type: number }>> {
+    const n = await this.resolve(path)
+    if (!isDir(n)) throw fsError('ENOTDIR', path)
+    const out = [{ name: '.', ino: n.ino, type: S_IFDIR }, { name: '..', ino: n.parent, type: S_IFDIR }]
+    for await (const e of this.state.readdir(n.ino)) out.push(e)
+    return out
+  }
+
+  async read (fh: number, buf: Buffer, len: number, offset: number): Promise<number> {
+    const n = await this.handleInode(fh)
+    if (isDir(n)) throw fsError('EISDIR')
+    return await this.state.readInto(n, offset, buf, len)
+  }
+
+  async getxattr (path: string | null, fh: number | null, name: string): Promise<Buffer> {
+    const n = await this.target(path, fh)
+    checkXattrName(name)
+    if (!name.startsWith('user.')) throw fsError('ENODATA')
+    const v = await this.state.getxattr(n.ino, name)
+    if (v === undefined) throw fsError('ENODATA')
+    return v
+  }
+
+  async listxattr (path: string): Promise<string[]> {
+    const n = await this.resolve(path)
+    return await this.state.listxattr(n.ino)
+  }
+
+  async access (path: string, mode: number, caller: Caller): Promise<void> {
+    const n = await this.resolve(path)
+    if (mode === 0) return
+    if (caller.uid === 0) {
+      // root may do anything except execute a file no one may execute
+      if ((mode & 1) !== 0 && !isDir(n) && (n.mode & 0o111) === 0) throw fsError('EACCES')
+      return
+    }
+    const bits = caller.uid === n.uid ? (n.mode >> 6) & 7 : caller.gid === n.gid ? (n.mode >> 3) & 7 : n.mode & 7
+    if ((mode & bits) !== mode) throw fsError('EACCES')
+    if ((mode & 2) !== 0 && this.readOnly) throw fsError('EROFS')
+  }
+
+  statfs (): StatFs {
+    const used = this.state.counters.usedBytes
+    const blocks = Math.floor(this.sizeLimit / FRSIZE)
+    const free = Math.max(0, blocks - Math.ceil(used / FRSIZE))
+    const inodes = this.state.counters.inodes
+    const files = Math.max(inodes, 0xffffffff >>> 1)
+    return { bsize: FRSIZE, frsize: FRSIZE, blocks, bfree: free, bavail: free, files, ffree: files - inodes, favail: files - inodes, namemax: NAME_MAX }
+  }
+
+  // ---- handles ----
+
+  async open (path: string, flags: number): Promise<number> {
+    const n = await this.resolve(path)
+    if (isLnk(n)) throw fsError('ELOOP', `${path} is a symlink`)
+    if ((flags & 3) !== 0 && this.readOnly) throw fsError('EROFS')
+    if ((flags & 3) !== 0 && isDir(n)) throw fsError('EISDIR')
+    return this.addHandle(n.ino, flags)
+  }
+
+  async opendir (path: string): Promise<number> {
+    const n = await this.resolve(path)
+    if (!isDir(n)) throw fsError('ENOTDIR', path)
+    return 0
+  }
+
+  async release (fh: number): Promise<void> {
+    const h = this.handles.get(fh)
+    if (h === undefined) throw fsError('EBADF')
+    this.handles.delete(fh)
+    const left = (this.openCounts.get(h.ino) ?? 1) - 1
+    if (left > 0) { this.openCounts.set(h.ino, left); return }
+    this.openCounts.delete(h.ino)
+    if (this.state.orphans.has(h.ino) && !this.readOnly) {
+      // Last close of an unlinked file: now its data may go.
+      await this.submit(() => this.openCounts.has(h.ino) || !this.state.orphans.has(h.ino) ? null : { type: 'purge', ino: h.ino })
+    }
+  }
+
+  private addHandle (ino: number, flags: number): number {
+    const fh = this.nextFh++
+    if (this.nextFh > 0x7fffffff) this.nextFh = 1
+    this.handles.set(fh, { ino, flags })
+    this.openCounts.set(ino, (this.openCounts.get(ino) ?? 0) + 1)
+    return fh
+  }
+
+  private async handleInode (fh: number): Promise<Inode> {
+    const h = this.handles.get(fh)
+    if (h === undefined) throw fsError('EBADF', `no open handle ${fh}`)
+    const n = await this.state.inode(h.ino)
+    if (n === undefined) throw fsError('EBADF', `handle ${fh} refers to a freed inode`)
+    return n
+  }
+
+  // ---- changes ----
+
+  async create (path: string, mode: number, caller: Caller, flags = 2): Promise<number> {
+    const rec = await this.mknodRecord(path, (mode & 0o7777) | S_IFREG, caller)
+    return this.addHandle(rec.ino, flags)
+  }
+
+  async mknod (path: string, mode: number, rdev: number, caller: Caller): Promise<void> {
+    const type = mode & S_IFMT
+    if (type === S_IFDIR || type === S_IFLNK) throw fsError('EINVAL')
+    await this.mknodRecord(path, type === 0 ? (mode | S_IFREG) : mode, caller, rdev)
+  }
+
+  async mkdir (path: string, mode: number, caller: Caller): Promise<void> {
+    await this.mknodRecord(path, (mode & 0o7777) | S_IFDIR, caller)
+  }
+
+  async symlink (target: string, path: string, caller: Caller): Promise<void> {
+    if (Buffer.byteLength(target) >= PATH_MAX) throw fsError('ENAMETOOLONG', 'symlink target too long')
+    await this.mknodRecord(path, S_IFLNK | 0o777, caller, 0, target)
+  }
+
+  private async mknodRecord (path: string, mode: number, caller: Caller, rdev = 0, target?: string): Promise<LogRecord & { type: 'mknod' }> {
+    const record = await this.submit(async () => {
+      const { parent, name } = await this.resolveParent(path)
+      if (await this.state.lookup(parent.ino, name) !== undefined) throw fsError('EEXIST', path)
+      if (isDirMode(mode) && parent.nlink >= MAX_LINKS) throw fsError('EMLINK')
+      this.checkSpace(0)
+      let gid = caller.gid
+      if ((parent.mode & S_ISGID) !== 0) {
+        // BSD group semantics in set-group-ID directories, as on ext4.
+        gid = parent.gid
+        if (isDirMode(mode)) mode |= S_ISGID
+      }
+      return {
+        type: 'mknod' as const, parent: parent.ino, name, ino: this.state.counters.nextIno, mode, uid: caller.uid, gid, rdev, target, time: nowNs()
+      }
+    })
+    return record!
+  }
+
+  async link (existing: string, path: string): Promise<void> {
+    await this.submit(async () => {
+      const n = await this.resolve(existing)
+      if (isDir(n)) throw fsError('EPERM', 'hard links to directories are not allowed')
+      if (n.nlink >= MAX_LINKS) throw fsError('EMLINK')
+      const { parent, name } = await this.resolveParent(path)
+      if (await this.state.lookup(parent.ino, name) !== undefined) throw fsError('EEXIST', path)
+      return { type: 'link', ino: n.ino, parent: parent.ino, name, time: nowNs() }
+    })
+  }
+
+  async unlink (path: string): Promise<void> {
+    const hiddenIno = this.hidden.get(basename(path))
+    if (hiddenIno !== undefined) {
+      this.hidden.delete(basename(path))
+      await this.submit(() => this.openCounts.has(hiddenIno) || !this.state.orphans.has(hiddenIno) ? null : { type: 'purge', ino: hiddenIno })
+      return
+    }
+    await this.submit(async () => {
+      const { parent, name } = await this.resolveParent(path)
+      const e = await this.state.lookup(parent.ino, name)
+      if (e === undefined) throw fsError('ENOENT', path)
+      if (e.type === S_IFDIR) throw fsError('EISDIR', path)
+      return { type: 'unlink', parent: parent.ino, name, time: nowNs(), keep: this.openCounts.has(e.ino) }
+    })
+  }
+
+  async rmdir (path: string): Promise<void> {
+    await this.submit(async () => {
+      const { parent, name } = await this.resolveParent(path)
+      if (name === '.') throw fsError('EINVAL')
+      const e = await this.state.lookup(parent.ino, name)
+      if (e === undefined) throw fsError('ENOENT', path)
+      if (e.type !== S_IFDIR) throw fsError('ENOTDIR', path)
+      if (!await this.state.isEmptyDir(e.ino)) throw fsError('ENOTEMPTY', path)
+      return { type: 'rmdir', parent: parent.ino, name, time: nowNs() }
+    })
+  }
+
+  async rename (from: string, to: string): Promise<void> {
+    if (HIDDEN_NAME.test(basename(to))) { await this.hide(from, basename(to)); return }
+    await this.submit(async () => {
+      const src = await this.resolveParent(from)
+      const dst = await this.resolveParent(to)
+      const e = await this.state.lookup(src.parent.ino, src.name)
+      if (e === undefined) throw fsError('ENOENT', from)
+      const movingDir = e.type === S_IFDIR
+      if (movingDir && await this.isAncestorOrSelf(e.ino, dst.parent.ino)) throw fsError('EINVAL', `cannot move ${from} into itself`)
+      const old = await this.state.lookup(dst.parent.ino, dst.name)
+      if (old !== undefined && old.ino !== e.ino) {
+        const oldDir = old.type === S_IFDIR
+        if (oldDir && !movingDir) throw fsError('EISDIR', to)
+        if (!oldDir && movingDir) throw fsError('ENOTDIR', to)
+        if (oldDir && !await this.state.isEmptyDir(old.ino)) throw fsError('ENOTEMPTY', to)
+      }
+      if (movingDir && old === undefined && src.parent.ino !== dst.parent.ino && dst.parent.nlink >= MAX_LINKS) throw fsError('EMLINK')
+      const keep = old !== undefined && this.openCounts.has(old.ino)
+      return { type: 'rename', srcParent: src.parent.ino, srcName: src.name, dstParent: dst.parent.ino, dstName: dst.name, time: nowNs(), keep }
+    })
+  }
+
+  private async hide (path: string, hiddenName: string): Promise<void> {
+    await this.submit(async () => {
+      const { parent, name } = await this.resolveParent(path)
+      const e = await this.state.lookup(parent.ino, name)
+      if (e === undefined) throw fsError('ENOENT', path)
+      if (e.type === S_IFDIR) throw fsError('EISDIR', path)
+      this.hidden.set(hiddenName, e.ino)
+      return { type: 'unlink', parent: parent.ino, name, time: nowNs(), keep: true }
+    })
+  }
+
+  async chmod (path: string, mode: number): Promise<void> {
+    await this.setattr(path, null, n => ({ mode: mode & 0o7777 }))
+  }
+
+  async chown (path: string, uid: number, gid: number): Promise<void> {
+    // -1 (as unsigned) means "leave alone"
+    await this.setattr(path, null, n => {
+      const change: { uid?: number, gid?: number, mode?: number } = {}
+      if (uid !== 0xffffffff && uid !== -1) change.uid = uid
+      if (gid !== 0xffffffff && gid !== -1) change.gid = gid
+      // Changing owner of a non-directory clears set-user-ID and set-group-ID, as on ext4.
+      if (!isDir(n) && (n.mode & 0o6000) !== 0 && (change.uid !== undefined || change.gid !== undefined)) {
+        change.mode = n.mode & ~((n.mode & 0o010) !== 0 ? 0o6000 : 0o4000) & 0o7777
+      }
+      return change
+    })
+  }
+
+  async truncate (path: string | null, fh: number | null, size: number): Promise<void> {
+    if (size < 0) throw fsError('EINVAL')
+    if (size > MAX_FILE_SIZE) throw fsError('EFBIG')
+    await this.setattr(path, fh, n => {
+      if (isDir(n)) throw fsError('EISDIR')
+      if (!isReg(n)) throw fsError('EINVAL')
+      if (size > n.size) this.checkSpace(0)
+      const t = nowNs()
+      return { size, mtime: t }
+    })
+  }
+
+  /** atime/mtime: nanoseconds, 'now', or 'omit' (UTIME_NOW / UTIME_OMIT). */
+  async utimens (path: string | null, fh: number | null, atime: bigint | 'now' | 'omit', mtime: bigint | 'now' | 'omit'): Promise<void> {
+    await this.setattr(path, fh, () => {
+      const t = nowNs()
+      const change: { atime?: bigint, mtime?: bigint } = {}
+      if (atime !== 'omit') change.atime = atime === 'now' ? t : atime
+      if (mtime !== 'omit') change.mtime = mtime === 'now' ? t : mtime
+      return change
+    })
+  }
+
+  private async setattr (path: string | null, fh: number | null, change: (n: Inode) => Omit<Partial<LogRecord & { type: 'setattr' }>, 'type' | 'ino' | 'time'>): Promise<void> {
+    await this.submit(async () => {
+      const n = await this.target(path, fh)
+      return { type: 'setattr', ino: n.ino, ...change(n), time: nowNs() }
+    })
+  }
+
+  async write (fh: number, buf: Buffer, len: number, offset: number): Promise<number> {
+    const h = this.handles.get(fh)
+    if (h === undefined) throw fsError('EBADF')
+    if ((h.flags & 3) === 0) throw fsError('EBADF', 'handle is read-only')
+    if (offset + len > MAX_FILE_SIZE) throw fsError('EFBIG')
+    // The kernel's buffer is only valid until we reply: the record keeps its own copy.
+    const data = Buffer.from(buf.subarray(0, len))
+    await this.submit(async () => {
+      const n = await this.state.inode(h.ino)
+      if (n === undefined) throw fsError('EBADF')
+      if (!isReg(n)) throw fsError('EINVAL', 'not a regular file')
+      // Overwrites need no new space; appends and writes into holes past EOF do.
+      this.checkSpace(Math.max(0, offset + len - Math.max(n.size, offset)))
+      return { type: 'write', ino: h.ino, offset, data, time: nowNs() }
+    })
+    return len
+  }
+
+  async setxattr (path: string, name: string, value: Buffer, flags: number): Promise<void> {
+    checkXattrName(name)
+    if (!name.startsWith('user.')) throw fsError('EOPNOTSUPP', `only user.* extended attributes are supported, not ${name}`)
+    if (value.length > XATTR_SIZE_MAX) throw fsError('E2BIG')
+    const copy = Buffer.from(value)
+    await this.submit(async () => {
+      const n = await this.resolve(path)
+      if (!isReg(n) && !isDir(n)) throw fsError('EPERM', 'user.* attributes exist only on files and directories')
+      const exists = await this.state.getxattr(n.ino, name) !== undefined
+      if ((flags & XATTR_CREATE) !== 0 && exists) throw fsError('EEXIST')
+      if ((flags & XATTR_REPLACE) !== 0 && !exists) throw fsError('ENODATA')
+      this.checkSpace(copy.length)
+      return { type: 'setxattr', ino: n.ino, name, value: copy, time: nowNs() }
+    })
+  }
+
+  async removexattr (path: string, name: string): Promise<void> {
+    checkXattrName(name)
+    if (!name.startsWith('user.')) throw fsError('ENODATA')
+    await this.submit(async () => {
+      const n = await this.resolve(path)
+      if (await this.state.getxattr(n.ino, name) === undefined) throw fsError('ENODATA')
+      return { type: 'removexattr', ino: n.ino, name, time: nowNs() }
+    })
+  }
+
+  /** Makes everything written so far durable on disk. */
+  async fsync (): Promise<void> {
+    await this.log.settle()
+    await this.state.store.sync()
+  }
+
+  // ---- helpers ----
+
+  /** Submits the record `make` returns and waits until LevelDB holds it. */
+  private async submit<T extends LogRecord> (make: () => Promise<T | null> | T | null): Promise<T | null> {
+    if (this.readOnly) throw fsError('EROFS')
+    const res = await this.log.submit(make)
+    if (res === null) return null
+    await res.durable
+    return res.record
+  }
+
+  private checkSpace (adding: number): void {
+    if (adding > 0 && this.state.counters.usedBytes + adding > this.sizeLimit) throw fsError('ENOSPC')
+    if (adding === 0 && this.state.counters.usedBytes >= this.sizeLimit) throw fsError('ENOSPC')
+  }
+
+  private async target (path: string | null, fh: number | null): Promise<Inode> {
+    if (fh !== null && fh !== 0 && this.handles.has(fh)) return await this.handleInode(fh)
+    if (path === null) throw fsError('EBADF')
+    return await this.resolve(path)
+  }
+
+  async resolve (path: string): Promise<Inode> {
+    const hiddenIno = this.hidden.get(basename(path))
+    if (hiddenIno !== undefined) {
+      const h = await this.state.inode(hiddenIno)
+      if (h === undefined) throw fsError('ENOENT', path)
+      return h
+    }
+    let n = await this.state.inode(ROOT_INO)
+    if (n === undefined) throw fsError('EIO', 'volume has no root')
+    for (const name of components(path)) {
+      if (!isDir(n)) throw fsError('ENOTDIR', path)
+      const e = await this.state.lookup(n.ino, name)
+      if (e === undefined) throw fsError('ENOENT', path)
+      const next: Inode | undefined = await this.state.inode(e.ino)
+      if (next === undefined) throw fsError('EIO', `dangling entry ${path}`)
+      n = next
+    }
+    return n
+  }
+
+  private async resolveParent (path: string): Promise<{ parent: Inode, name: string }> {
+    const parts = components(path)
+    const name = parts.pop()
+    if (name === undefined) throw fsError('EBUSY', 'the root cannot be changed this way')
+    checkName(name)
+    const parent = await this.resolve('/' + parts.join('/'))
+    if (!isDir(parent)) throw fsError('ENOTDIR', path)
+    return { parent, name }
+  }
+
+  private async isAncestorOrSelf (ancestor: number, dir: number): Promise<boolean> {
+    for (let ino = dir; ;) {
+      if (ino === ancestor) return true
+      if (ino === ROOT_INO) return false
+      const n = await this.state.inode(ino)
+      if (n === undefined) return false
+      ino = n.parent
+    }
+  }
+
+  private stat (n: Inode): Stat {
+    return {
+      ino: n.ino,
+      mode: n.mode,
+      nlink: n.nlink,
+      uid: n.uid,
+      gid: n.gid,
+      rdev: n.rdev,
+      size: isDir(n) ? 4096 : n.size,
+      blocks: Math.ceil(n.bytes / 512),
+      blksize: STAT_BLKSIZE,
+      atime: n.atime,
+      mtime: n.mtime,
+      ctime: n.ctime
+    }
+  }
+}
+
+function isDirMode (mode: number): boolean { return (mode & S_IFMT) === S_IFDIR }
+
+function basename (path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1)
+}
+
+function components (path: string): string[] {
+  return path.split('/').filter(c => c.length > 0)
+}
+
+function checkName (name: string): void {
+  if (Buffer.byteLength(name) > NAME_MAX) throw fsError('ENAMETOOLONG', `name longer than ${NAME_MAX} bytes`)
+  if (name === '.' || name === '..') throw fsError('EINVAL', `'${name}' cannot be created or removed`)
+}
+
+function checkXattrName (name: string): void {
+  if (name.length === 0 || Buffer.byteLength(name) > 255) throw fsError('ERANGE', 'bad attribute name')
+}
+
+export { FsError }

@@ -1,0 +1,96 @@
+import type { Logger } from 'pino'
+import { FsError, toErrno } from '../errors.js'
+import type { Caller, Stat, Volume } from '../fs/volume.js'
+
+/** What fuse-native (as patched in patches/) exposes that the adapter needs. */
+export interface FuseBinding {
+  UTIME_NOW: unknown
+  UTIME_OMIT: unknown
+}
+
+export type ContextOf = () => Caller
+
+type Cb = (code: number, ...rest: unknown[]) => void
+
+/**
+ * Maps kernel calls (fuse-native's path-based ops) to Volume methods, and errors to errno.
+ * Unexpected errors are logged here, once, and reach the application as EIO.
+ */
+export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logger: Logger): Record<string, unknown> {
+  const log = logger.child({ component: 'fuse' })
+
+  function fail (op: string, cb: Cb, err: unknown, ...defaults: unknown[]): void {
+    if (!(err instanceof FsError)) log.error({ err, op }, 'operation failed unexpectedly')
+    cb(toErrno(err), ...defaults)
+  }
+
+  /** Runs an async op and answers the kernel with its result (or its errno). */
+  function run<T> (op: string, cb: Cb, fn: () => Promise<T>, reply: (v: T) => unknown[] = () => []): void {
+    fn().then(v => cb(0, ...reply(v)), err => fail(op, cb, err))
+  }
+
+  const time = (t: unknown): bigint | 'now' | 'omit' => t === fuse.UTIME_NOW ? 'now' : t === fuse.UTIME_OMIT ? 'omit' : BigInt(t as bigint)
+
+  return {
+    init (cb: Cb) { cb(0) },
+    statfs (_path: string, cb: Cb) { try { cb(0, vol.statfs()) } catch (err) { fail('statfs', cb, err) } },
+    getattr (path: string, cb: Cb) { run('getattr', cb, async () => await vol.getattr(path), s => [toFuseStat(s)]) },
+    fgetattr (path: string | null, fd: number, cb: Cb) {
+      run('fgetattr', cb, async () => fd !== 0 ? await vol.fgetattr(fd) : await vol.getattr(path ?? '/'), s => [toFuseStat(s)])
+    },
+    access (path: string, mode: number, cb: Cb) { const c = caller(); run('access', cb, async () => await vol.access(path, mode, c)) },
+    readdir (path: string, cb: Cb) {
+      run('readdir', cb, async () => await vol.readdir(path), entries => [
+        entries.map(e => e.name),
+        entries.map(e => ({ ino: e.ino, mode: e.type }))
+      ])
+    },
+    opendir (path: string, _flags: number, cb: Cb) { run('opendir', cb, async () => await vol.opendir(path), fd => [fd]) },
+    releasedir (_path: string, _fd: number, cb: Cb) { cb(0) },
+    open (path: string, flags: number, cb: Cb) { run('open', cb, async () => await vol.open(path, flags), fd => [fd]) },
+    create (path: string, mode: number, flags: number, cb: Cb) {
+      const c = caller()
+      run('create', cb, async () => await vol.create(path, mode, c, flags), fd => [fd])
+    },
+    release (_path: string | null, fd: number, cb: Cb) { run('release', cb, async () => await vol.release(fd)) },
+    flush (_path: string | null, _fd: number, cb: Cb) { cb(0) },
+    fsync (_path: string | null, _datasync: number, _fd: number, cb: Cb) { run('fsync', cb, async () => await vol.fsync()) },
+    fsyncdir (_path: string | null, _datasync: number, _fd: number, cb: Cb) { run('fsyncdir', cb, async () => await vol.fsync()) },
+    read (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
+      vol.read(fd, buf, len, pos).then(n => cb(n), err => fail('read', cb, err))
+    },
+    write (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
+      vol.write(fd, buf, len, pos).then(n => cb(n), err => fail('write', cb, err))
+    },
+    truncate (path: string, size: number, cb: Cb) { run('truncate', cb, async () => await vol.truncate(path, null, size)) },
+    ftruncate (path: string | null, fd: number, size: number, cb: Cb) { run('ftruncate', cb, async () => await vol.truncate(path, fd, size)) },
+    utimens (path: string, atime: unknown, mtime: unknown, cb: Cb) {
+      run('utimens', cb, async () => await vol.utimens(path, null, time(atime), time(mtime)))
+    },
+    readlink (path: string, cb: Cb) { run('readlink', cb, async () => await vol.readlink(path), t => [t]) },
+    chown (path: string, uid: number, gid: number, cb: Cb) { run('chown', cb, async () => await vol.chown(path, uid, gid)) },
+    chmod (path: string, mode: number, cb: Cb) { run('chmod', cb, async () => await vol.chmod(path, mode)) },
+    mknod (path: string, mode: number, dev: number, cb: Cb) { const c = caller(); run('mknod', cb, async () => await vol.mknod(path, mode, dev, c)) },
+    mkdir (path: string, mode: number, cb: Cb) { const c = caller(); run('mkdir', cb, async () => await vol.mkdir(path, mode, c)) },
+    symlink (target: string, path: string, cb: Cb) { const c = caller(); run('symlink', cb, async () => await vol.symlink(target, path, c)) },
+    link (existing: string, path: string, cb: Cb) { run('link', cb, async () => await vol.link(existing, path)) },
+    unlink (path: string, cb: Cb) { run('unlink', cb, async () => await vol.unlink(path)) },
+    rmdir (path: string, cb: Cb) { run('rmdir', cb, async () => await vol.rmdir(path)) },
+    rename (from: string, to: string, cb: Cb) { run('rename', cb, async () => await vol.rename(from, to)) },
+    setxattr (path: string, name: string, value: Buffer, _position: number, flags: number, cb: Cb) {
+      run('setxattr', cb, async () => await vol.setxattr(path, name, value, flags))
+    },
+    getxattr (path: string, name: string, _position: number, cb: Cb) {
+      vol.getxattr(path, null, name).then(v => cb(0, v), err => fail('getxattr', cb, err))
+    },
+    listxattr (path: string, cb: Cb) { run('listxattr', cb, async () => await vol.listxattr(path), names => [names]) },
+    removexattr (path: string, name: string, cb: Cb) { run('removexattr', cb, async () => await vol.removexattr(path, name)) }
+  }
+}
+
+function toFuseStat (s: Stat): Record<string, unknown> {
+  return {
+    mode: s.mode, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink, ino: s.ino, rdev: s.rdev,
+    blksize: s.blksize, blocks: s.blocks, atime: s.atime, mtime: s.mtime, ctime: s.ctime, dev: 0
+  }
+}

@@ -1,0 +1,81 @@
+import { ReplfsError } from '../errors.js'
+import { RECORD_VERSION, type LogRecord, type RecordType } from './records.js'
+
+/**
+ * Binary record encoding, used by the journal (and the wire): a version byte, a type code, the
+ * JSON of the scalar fields (bigints as decimal strings), then the record's binary payload
+ * (write data, xattr value) raw, so big payloads are never base64'd or JSON-escaped.
+ */
+
+const TYPE_CODES: Record<RecordType, number> = {
+  init: 1, mknod: 2, link: 3, unlink: 4, rmdir: 5, rename: 6, setattr: 7, write: 8, setxattr: 9, removexattr: 10, purge: 11
+}
+const TYPES_BY_CODE = new Map<number, RecordType>(
+  (Object.entries(TYPE_CODES) as Array<[RecordType, number]>).map(([k, v]) => [v, k])
+)
+
+const BIGINT_FIELDS = new Set(['time', 'atime', 'mtime'])
+const PAYLOAD_FIELD: Partial<Record<RecordType, string>> = { write: 'data', setxattr: 'value' }
+
+export interface EncodeOptions {
+  /** Leave the binary payload out (journal entries nobody will read back need only the header). */
+  omitPayload?: boolean
+}
+
+export function encodeRecord (rec: LogRecord, opts: EncodeOptions = {}): Buffer {
+  const payloadField = PAYLOAD_FIELD[rec.type]
+  const fields: Record<string, unknown> = {}
+  let payload: Buffer | undefined
+  for (const [k, v] of Object.entries(rec)) {
+    if (k === 'type') continue
+    if (k === payloadField) { payload = v as Buffer; continue }
+    fields[k] = typeof v === 'bigint' ? v.toString() : v
+  }
+  if (payload !== undefined) fields.payloadLength = payload.length
+  const omit = payload !== undefined && opts.omitPayload === true
+  if (omit) fields.payloadOmitted = true
+  const json = Buffer.from(JSON.stringify(fields))
+  const head = Buffer.allocUnsafe(6)
+  head[0] = RECORD_VERSION
+  head[1] = TYPE_CODES[rec.type]
+  head.writeUInt32BE(json.length, 2)
+  if (payload === undefined || omit) return Buffer.concat([head, json])
+  return Buffer.concat([head, json, payload])
+}
+
+export function decodeRecord (buf: Buffer): LogRecord {
+  if (buf.length < 6) throw invalid(`record too short (${buf.length} bytes)`)
+  if (buf[0] !== RECORD_VERSION) throw invalid(`unknown record version ${buf[0]}`)
+  const type = TYPES_BY_CODE.get(buf[1])
+  if (type === undefined) throw invalid(`unknown record type code ${buf[1]}`)
+  const jsonLen = buf.readUInt32BE(2)
+  if (6 + jsonLen > buf.length) throw invalid('record header overruns the buffer')
+  let fields: unknown
+  try {
+    fields = JSON.parse(buf.subarray(6, 6 + jsonLen).toString('utf8'))
+  } catch (err) {
+    throw invalid('record header is not valid JSON', err)
+  }
+  if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) throw invalid('record header is not an object')
+  const f = fields as Record<string, unknown>
+  const rec: Record<string, unknown> = { type }
+  for (const [k, v] of Object.entries(f)) {
+    if (k === 'payloadLength' || k === 'payloadOmitted') continue
+    rec[k] = BIGINT_FIELDS.has(k) && typeof v === 'string' ? BigInt(v) : v
+  }
+  const payloadField = PAYLOAD_FIELD[type]
+  if (payloadField !== undefined) {
+    const len = f.payloadLength
+    if (typeof len !== 'number') throw invalid(`${type} record without payloadLength`)
+    if (f.payloadOmitted === true) throw invalid(`${type} record was journaled without its payload`)
+    if (6 + jsonLen + len !== buf.length) throw invalid(`${type} payload is ${buf.length - 6 - jsonLen} bytes, header says ${len}`)
+    rec[payloadField] = Buffer.from(buf.subarray(6 + jsonLen))
+  } else if (6 + jsonLen !== buf.length) {
+    throw invalid('trailing bytes after record')
+  }
+  return rec as unknown as LogRecord
+}
+
+function invalid (msg: string, cause?: unknown): ReplfsError {
+  return new ReplfsError('RECORD_INVALID', msg, { cause })
+}

@@ -1,0 +1,86 @@
+/**
+ * Every change to a volume is a Record: a plain value, with inode numbers and times decided when
+ * it is made, so applying it is deterministic (see apply.ts). The same records, in the same order,
+ * give the same store on any host.
+ */
+
+export const RECORD_VERSION = 1
+
+export interface InitRecord {
+  type: 'init'
+  volumeId: string
+  blockSize: number
+  uid: number
+  gid: number
+  mode: number
+  time: bigint
+}
+
+/** Creates a file, directory, symlink or special file and links it at parent/name. */
+export interface MknodRecord {
+  type: 'mknod'
+  parent: number
+  name: string
+  ino: number
+  mode: number
+  uid: number
+  gid: number
+  rdev: number
+  /** Symlink target (symlinks only). */
+  target?: string
+  time: bigint
+}
+
+export interface LinkRecord { type: 'link', ino: number, parent: number, name: string, time: bigint }
+
+/**
+ * Removes parent/name. When that drops the inode's last link, `keep` says whether the inode
+ * survives as an orphan (still open somewhere; a later purge frees it) or is freed now.
+ */
+export interface UnlinkRecord { type: 'unlink', parent: number, name: string, time: bigint, keep: boolean }
+
+export interface RmdirRecord { type: 'rmdir', parent: number, name: string, time: bigint }
+
+/** Moves srcParent/srcName to dstParent/dstName, replacing what was there (`keep` as for unlink). */
+export interface RenameRecord {
+  type: 'rename'
+  srcParent: number
+  srcName: string
+  dstParent: number
+  dstName: string
+  time: bigint
+  keep: boolean
+}
+
+/** chmod, chown, truncate and utimens; absent fields are left alone; ctime becomes `time`. */
+export interface SetattrRecord {
+  type: 'setattr'
+  ino: number
+  mode?: number
+  uid?: number
+  gid?: number
+  size?: number
+  atime?: bigint
+  mtime?: bigint
+  time: bigint
+}
+
+export interface WriteRecord { type: 'write', ino: number, offset: number, data: Buffer, time: bigint }
+
+export interface SetxattrRecord { type: 'setxattr', ino: number, name: string, value: Buffer, time: bigint }
+
+export interface RemovexattrRecord { type: 'removexattr', ino: number, name: string, time: bigint }
+
+/** Frees an orphan: an inode with no links whose last open handle has closed. */
+export interface PurgeRecord { type: 'purge', ino: number }
+
+export type LogRecord =
+  | InitRecord | MknodRecord | LinkRecord | UnlinkRecord | RmdirRecord | RenameRecord
+  | SetattrRecord | WriteRecord | SetxattrRecord | RemovexattrRecord | PurgeRecord
+
+export type RecordType = LogRecord["type"]
+
+/** Data records may be group-applied; commands (later: snapshots) are never batched across. */
+export function isCommand (r: LogRecord): boolean {
+  return r.type === 'init'
+}

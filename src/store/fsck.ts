@@ -1,0 +1,139 @@
+import { decodeRecord } from '../log/codec.js'
+import {
+  P_BLOCK, P_DIRENT, P_INODE, P_JOURNAL, P_XATTR, ROOT_INO, baseOf, layerOf, readU64
+} from './keys.js'
+import { type Inode, S_IFDIR, S_IFMT, decodeDirent, decodeInode, isDir } from './inode.js'
+import type { VolumeState } from './volume-state.js'
+
+export interface FsckReport {
+  ok: boolean
+  problems: string[]
+  inodes: number
+  directories: number
+  blocks: number
+  dataBytes: number
+  journal: { first: number | null, last: number | null }
+  seq: number
+}
+
+/**
+ * Checks the store's invariants on the live view: every entry points at an inode of its type;
+ * link counts and directory parents match the entries; every block belongs to a live inode,
+ * lies inside its size and has the length the size implies; byte and inode counters add up;
+ * the journal is contiguous and ends at the applied seq. Reports every problem it finds.
+ */
+export async function fsck (state: VolumeState, opts: { maxProblems?: number } = {}): Promise<FsckReport> {
+  const max = opts.maxProblems ?? 100
+  const problems: string[] = []
+  const problem = (p: string): void => { if (problems.length < max) problems.push(p) }
+  const BS = state.blockSize
+  const live = new Set(state.live.chain)
+  if (state.format === null) problem('no format metadata: not a replfs store, or never initialised')
+
+  const inodes = new Map<number, Inode>()
+  const linksSeen = new Map<number, number>()
+  const subdirs = new Map<number, number>()
+  const parentSeen = new Map<number, number>()
+  const bytesSeen = new Map<number, number>()
+  let usedBytes = 0
+  let blocks = 0
+  let journalFirst: number | null = null
+  let journalLast: number | null = null
+  let lastBase: Buffer | null = null
+  const dirents: Array<{ parent: number, name: string, ino: number, type: number }> = []
+  const blockList: Array<{ ino: number, idx: number, len: number }> = []
+
+  for await (const [k, v] of state.store.iterate(Buffer.from([0]), Buffer.from([0xff]))) {
+    const p = k[0]
+    if (p === P_JOURNAL) {
+      const seq = readU64(k, 1)
+      if (journalLast !== null && seq !== journalLast + 1) problem(`journal gap: ${journalLast} then ${seq}`)
+      if (journalFirst === null) journalFirst = seq
+      journalLast = seq
+      try { decodeRecord(v) } catch (err) {
+        if (!/without its payload/.test(String((err as Error).message))) problem(`journal entry ${seq} unreadable: ${(err as Error).message}`)
+      }
+      continue
+    }
+    if (p !== P_INODE && p !== P_DIRENT && p !== P_BLOCK && p !== P_XATTR) continue
+    if (p === P_BLOCK && v.length > 0) usedBytes += v.length
+    const layer = layerOf(k)
+    if (!live.has(layer)) continue
+    const base = baseOf(k)
+    if (lastBase !== null && base.equals(lastBase)) continue
+    lastBase = base
+    if (v.length === 0) continue
+    if (p === P_INODE) {
+      const ino = readU64(k, 1)
+      try { inodes.set(ino, decodeInode(ino, v)) } catch (err) { problem((err as Error).message) }
+    } else if (p === P_DIRENT) {
+      const parent = readU64(k, 1)
+      const name = base.subarray(9, base.length - 1).toString()
+      const e = decodeDirent(v)
+      dirents.push({ parent, name, ino: e.ino, type: e.type })
+    } else if (p === P_BLOCK) {
+      blockList.push({ ino: readU64(k, 1), idx: readU64(k, 9), len: v.length })
+    }
+  }
+
+  for (const d of dirents) {
+    const n = inodes.get(d.ino)
+    const parent = inodes.get(d.parent)
+    if (parent === undefined || !isDir(parent)) problem(`entry '${d.name}' in ${d.parent}: parent is not a live directory`)
+    if (n === undefined) { problem(`entry '${d.name}' in ${d.parent} points at missing inode ${d.ino}`); continue }
+    if ((n.mode & S_IFMT) !== d.type) problem(`entry '${d.name}' in ${d.parent}: type ${d.type.toString(8)} but inode ${d.ino} is ${(n.mode & S_IFMT).toString(8)}`)
+    linksSeen.set(d.ino, (linksSeen.get(d.ino) ?? 0) + 1)
+    if (isDir(n)) {
+      subdirs.set(d.parent, (subdirs.get(d.parent) ?? 0) + 1)
+      if (parentSeen.has(d.ino)) problem(`directory ${d.ino} has more than one entry`)
+      parentSeen.set(d.ino, d.parent)
+    }
+  }
+  let maxIno = 0
+  let directories = 0
+  for (const [ino, n] of inodes) {
+    maxIno = Math.max(maxIno, ino)
+    const links = linksSeen.get(ino) ?? 0
+    if (isDir(n)) {
+      directories++
+      const want = 2 + (subdirs.get(ino) ?? 0)
+      if (n.nlink !== want) problem(`directory ${ino}: nlink ${n.nlink}, expected ${want}`)
+      if (ino !== ROOT_INO && parentSeen.get(ino) !== n.parent) problem(`directory ${ino}: parent ${n.parent}, but its entry is in ${String(parentSeen.get(ino))}`)
+      if (ino !== ROOT_INO && links === 0) problem(`directory ${ino} is unreachable`)
+    } else if (n.nlink !== links) {
+      problem(`inode ${ino}: nlink ${n.nlink}, but ${links} entries point at it`)
+    }
+    if (n.nlink === 0 && !isDir(n) && !state.orphans.has(ino)) problem(`inode ${ino} has no links and is not an orphan`)
+    if (n.nlink > 0 && state.orphans.has(ino)) problem(`inode ${ino} is listed as an orphan but has ${n.nlink} links`)
+  }
+  if (!inodes.has(ROOT_INO) && state.format !== null) problem('root directory is missing')
+  for (const b of blockList) {
+    blocks++
+    const n = inodes.get(b.ino)
+    if (n === undefined) { problem(`block ${b.idx} of missing inode ${b.ino}`); continue }
+    const want = Math.min(BS, n.size - b.idx * BS)
+    if (want <= 0) problem(`inode ${b.ino}: block ${b.idx} lies past its size ${n.size}`)
+    else if (b.len !== want) problem(`inode ${b.ino}: block ${b.idx} holds ${b.len} bytes, size implies ${want}`)
+    bytesSeen.set(b.ino, (bytesSeen.get(b.ino) ?? 0) + b.len)
+  }
+  for (const [ino, n] of inodes) {
+    if ((n.mode & S_IFMT) === S_IFDIR) continue
+    const got = bytesSeen.get(ino) ?? 0
+    if (got !== n.bytes) problem(`inode ${ino}: records ${n.bytes} stored bytes, blocks hold ${got}`)
+  }
+  const c = state.counters
+  if (c.inodes !== inodes.size) problem(`counter says ${c.inodes} inodes, store has ${inodes.size}`)
+  if (c.usedBytes !== usedBytes) problem(`counter says ${c.usedBytes} bytes stored, blocks hold ${usedBytes}`)
+  if (c.nextIno <= maxIno) problem(`next inode number ${c.nextIno} is not above the largest in use (${maxIno})`)
+  if (journalLast !== null && journalLast !== c.seq) problem(`journal ends at ${journalLast} but the applied seq is ${c.seq}`)
+  return {
+    ok: problems.length === 0,
+    problems,
+    inodes: inodes.size,
+    directories,
+    blocks,
+    dataBytes: usedBytes,
+    journal: { first: journalFirst, last: journalLast },
+    seq: c.seq
+  }
+}

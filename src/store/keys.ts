@@ -1,0 +1,142 @@
+/**
+ * The one place that spells LevelDB keys. See docs/store-layout.md for the design.
+ *
+ * State keys (replicated, digested) end in a 4-byte *layer* suffix stored inverted, so an
+ * iterator over one logical key meets its newest layer first:
+ *   i <ino:u64> <layer>                  inode attributes
+ *   d <parent:u64> <name> 00 <layer>     directory entry -> child ino
+ *   b <ino:u64> <block:u64> <layer>      file data block (BLOCK_SIZE bytes at most)
+ *   x <ino:u64> <name> 00 <layer>        extended attribute
+ *   m <name>                             volume metadata (format, layers, counters, applied seq)
+ * Local keys (never replicated, not digested):
+ *   j <seq:u64>                          journal: the record applied at seq
+ *   l <name>                             host-local bookkeeping
+ */
+
+export const BLOCK_SIZE = 64 * 1024
+export const ROOT_INO = 1
+export const NAME_MAX = 255
+
+export const P_INODE = 0x69 // i
+export const P_DIRENT = 0x64 // d
+export const P_BLOCK = 0x62 // b
+export const P_XATTR = 0x78 // x
+export const P_META = 0x6d // m
+export const P_JOURNAL = 0x6a // j
+export const P_LOCAL = 0x6c // l
+
+const LAYER_MAX = 0xffffffff
+
+function u64 (buf: Buffer, off: number, n: number): void {
+  buf.writeUInt32BE(Math.floor(n / 0x100000000), off)
+  buf.writeUInt32BE(n >>> 0, off + 4)
+}
+
+export function readU64 (buf: Buffer, off: number): number {
+  return buf.readUInt32BE(off) * 0x100000000 + buf.readUInt32BE(off + 4)
+}
+
+/** The part of a state key before its layer suffix: identifies the logical key. */
+export function inodeBase (ino: number): Buffer {
+  const k = Buffer.allocUnsafe(9)
+  k[0] = P_INODE
+  u64(k, 1, ino)
+  return k
+}
+
+export function direntBase (parent: number, name: Buffer): Buffer {
+  const k = Buffer.allocUnsafe(10 + name.length)
+  k[0] = P_DIRENT
+  u64(k, 1, parent)
+  name.copy(k, 9)
+  k[9 + name.length] = 0
+  return k
+}
+
+/** Prefix of every dirent of one directory. */
+export function direntDirPrefix (parent: number): Buffer {
+  const k = Buffer.allocUnsafe(9)
+  k[0] = P_DIRENT
+  u64(k, 1, parent)
+  return k
+}
+
+export function blockBase (ino: number, block: number): Buffer {
+  const k = Buffer.allocUnsafe(17)
+  k[0] = P_BLOCK
+  u64(k, 1, ino)
+  u64(k, 9, block)
+  return k
+}
+
+export function blockInodePrefix (ino: number): Buffer {
+  const k = Buffer.allocUnsafe(9)
+  k[0] = P_BLOCK
+  u64(k, 1, ino)
+  return k
+}
+
+export function xattrBase (ino: number, name: Buffer): Buffer {
+  const k = Buffer.allocUnsafe(10 + name.length)
+  k[0] = P_XATTR
+  u64(k, 1, ino)
+  name.copy(k, 9)
+  k[9 + name.length] = 0
+  return k
+}
+
+export function xattrInodePrefix (ino: number): Buffer {
+  const k = Buffer.allocUnsafe(9)
+  k[0] = P_XATTR
+  u64(k, 1, ino)
+  return k
+}
+
+/** Appends the layer suffix to a base key. */
+export function withLayer (base: Buffer, layer: number): Buffer {
+  const k = Buffer.allocUnsafe(base.length + 4)
+  base.copy(k, 0)
+  k.writeUInt32BE(LAYER_MAX - layer, base.length)
+  return k
+}
+
+export function layerOf (key: Buffer): number {
+  return LAYER_MAX - key.readUInt32BE(key.length - 4)
+}
+
+export function baseOf (key: Buffer): Buffer {
+  return key.subarray(0, key.length - 4)
+}
+
+export function metaKey (name: string): Buffer {
+  return Buffer.concat([Buffer.from([P_META]), Buffer.from(name)])
+}
+
+export function localKey (name: string): Buffer {
+  return Buffer.concat([Buffer.from([P_LOCAL]), Buffer.from(name)])
+}
+
+export function journalKey (seq: number): Buffer {
+  const k = Buffer.allocUnsafe(9)
+  k[0] = P_JOURNAL
+  u64(k, 1, seq)
+  return k
+}
+
+/** The exclusive upper bound of all keys starting with `prefix`. */
+export function prefixEnd (prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix)
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] !== 0xff) {
+      end[i]++
+      return end.subarray(0, i + 1)
+    }
+  }
+  return Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+}
+
+/** Is this key part of the replicated state (as opposed to the journal or host-local data)? */
+export function isStateKey (key: Buffer): boolean {
+  const p = key[0]
+  return p === P_INODE || p === P_DIRENT || p === P_BLOCK || p === P_XATTR || p === P_META
+}

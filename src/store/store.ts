@@ -1,0 +1,289 @@
+import { ClassicLevel } from 'classic-level'
+import type { Logger } from 'pino'
+import { ReplfsError } from '../errors.js'
+import { baseOf, layerOf, prefixEnd } from './keys.js'
+
+export type BatchOp = { type: 'put', key: Buffer, value: Buffer } | { type: 'del', key: Buffer }
+
+interface OverlayEntry { value: Buffer | null, batch: number }
+
+interface PendingBatch {
+  id: number
+  ops: BatchOp[]
+  sync: boolean
+  waiters: Array<{ resolve: () => void, reject: (err: Error) => void }>
+}
+
+export interface StoreOptions {
+  create?: boolean
+  /** LevelDB memtable size; larger tables mean fewer, larger compactions of big block values. */
+  writeBufferSize?: number
+  logger?: Logger
+}
+
+/**
+ * LevelDB with read-your-writes group commit.
+ *
+ * Writers hand over finished batches of ops; every op is visible to `get` at once (through an
+ * in-memory overlay) and reaches LevelDB in the order handed over, many batches per LevelDB
+ * write while one is in flight. Nothing above this class touches the database directly.
+ */
+export class Store {
+  readonly dir: string
+  private db: ClassicLevel<Buffer, Buffer>
+  private readonly overlay = new Map<string, OverlayEntry>()
+  private next: PendingBatch | null = null
+  private inflight: Promise<void> | null = null
+  private batchCounter = 0
+  private readonly logger?: Logger
+  /** Incremented whenever a failed write forces the overlay to be dropped. */
+  epoch = 0
+  private failure: Error | null = null
+  onReset: ((err: Error) => void) | null = null
+
+  private constructor (dir: string, db: ClassicLevel<Buffer, Buffer>, logger?: Logger) {
+    this.dir = dir
+    this.db = db
+    this.logger = logger
+  }
+
+  static async open (dir: string, opts: StoreOptions = {}): Promise<Store> {
+    const db = new ClassicLevel<Buffer, Buffer>(dir, {
+      keyEncoding: 'buffer',
+      valueEncoding: 'buffer',
+      createIfMissing: opts.create ?? false,
+      writeBufferSize: opts.writeBufferSize ?? 64 * 1024 * 1024,
+      maxFileSize: 64 * 1024 * 1024
+    })
+    try {
+      await db.open()
+    } catch (err) {
+      throw openError(dir, err)
+    }
+    return new Store(dir, db, opts.logger)
+  }
+
+  get status (): string { return this.db.status }
+
+  async get (key: Buffer): Promise<Buffer | undefined> {
+    const e = this.overlay.get(key.toString('latin1'))
+    if (e !== undefined) return e.value ?? undefined
+    return await this.db.get(key)
+  }
+
+  async getMany (keys: Buffer[]): Promise<Array<Buffer | undefined>> {
+    const out: Array<Buffer | undefined> = new Array(keys.length)
+    const missing: number[] = []
+    for (let i = 0; i < keys.length; i++) {
+      const e = this.overlay.get(keys[i].toString('latin1'))
+      if (e !== undefined) out[i] = e.value ?? undefined
+      else missing.push(i)
+    }
+    if (missing.length > 0) {
+      const got = await this.db.getMany(missing.map(i => keys[i]))
+      for (let j = 0; j < missing.length; j++) out[missing[j]] = got[j]
+    }
+    return out
+  }
+
+  /**
+   * Iterates committed keys in [gte, lt). Waits for pending writes first, so the iterator sees
+   * everything written before the call.
+   */
+  async * iterate (gte: Buffer, lt: Buffer, opts: { values?: boolean, reverse?: boolean, limit?: number } = {}): AsyncGenerator<[Buffer, Buffer]> {
+    await this.settle()
+    const it = this.db.iterator({ gte, lt, keys: true, values: opts.values ?? true, reverse: opts.reverse ?? false, limit: opts.limit ?? -1 })
+    try {
+      while (true) {
+        const entries = await it.nextv(256)
+        if (entries.length === 0) break
+        for (const [k, v] of entries) yield [k, v ?? EMPTY]
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
+  async * iteratePrefix (prefix: Buffer, opts: { values?: boolean } = {}): AsyncGenerator<[Buffer, Buffer]> {
+    yield * this.iterate(prefix, prefixEnd(prefix), opts)
+  }
+
+  /**
+   * Queues ops as one atomic unit. Visible to readers immediately; the promise resolves once
+   * LevelDB has them (in the OS, or on disk when `sync`). `epoch` guards against writes computed
+   * from state that a failed commit has since dropped.
+   */
+  write (ops: BatchOp[], opts: { sync?: boolean, epoch?: number } = {}): Promise<void> {
+    if (opts.epoch !== undefined && opts.epoch !== this.epoch) {
+      return Promise.reject(this.failure ?? new ReplfsError('STORE_CORRUPT', 'store was reset during the operation'))
+    }
+    if (this.next === null) this.next = { id: ++this.batchCounter, ops: [], sync: false, waiters: [] }
+    const batch = this.next
+    for (const op of ops) {
+      batch.ops.push(op)
+      this.overlay.set(op.key.toString('latin1'), { value: op.type === 'put' ? op.value : null, batch: batch.id })
+    }
+    if (opts.sync === true) batch.sync = true
+    const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }))
+    this.kick()
+    return done
+  }
+
+  /** Resolves when everything written so far is on disk (fsync semantics). */
+  async sync (): Promise<void> {
+    await this.write([], { sync: true })
+  }
+
+  /** Resolves when everything written so far has reached LevelDB. */
+  async settle (): Promise<void> {
+    while (this.inflight !== null || this.next !== null) {
+      if (this.next !== null && this.inflight === null) this.kick()
+      await (this.inflight ?? Promise.resolve()).catch(() => {})
+    }
+  }
+
+  private kick (): void {
+    if (this.inflight !== null || this.next === null) return
+    const batch = this.next
+    this.next = null
+    this.inflight = this.commit(batch).finally(() => {
+      this.inflight = null
+      this.kick()
+    })
+  }
+
+  private async commit (batch: PendingBatch): Promise<void> {
+    try {
+      if (batch.ops.length > 0 || batch.sync) await this.db.batch(batch.ops, { sync: batch.sync })
+    } catch (err) {
+      this.fail(batch, err)
+      return
+    }
+    for (const op of batch.ops) {
+      const k = op.key.toString('latin1')
+      const e = this.overlay.get(k)
+      if (e !== undefined && e.batch === batch.id) this.overlay.delete(k)
+    }
+    for (const w of batch.waiters) w.resolve()
+  }
+
+  /**
+   * A failed LevelDB write (disk full, I/O error) means the overlay holds state the database
+   * does not: drop it, fail this batch and every batch computed on top of it, and tell the
+   * owner to reload its caches from what is really stored.
+   */
+  private fail (batch: PendingBatch, cause: unknown): void {
+    const err = writeError(cause)
+    this.failure = err
+    this.epoch++
+    this.overlay.clear()
+    const later = this.next
+    this.next = null
+    for (const w of batch.waiters) w.reject(err)
+    if (later !== null) for (const w of later.waiters) w.reject(err)
+    this.logger?.error({ err: cause }, 'store write failed; pending writes dropped')
+    this.onReset?.(err)
+  }
+
+  async close (): Promise<void> {
+    await this.settle()
+    await this.db.close()
+  }
+
+  /** Raw access for fsck and digests (read-only use). */
+  get raw (): ClassicLevel<Buffer, Buffer> { return this.db }
+}
+
+export const EMPTY = Buffer.alloc(0)
+
+/**
+ * Resolves layered keys for one view of the volume: a chain of layers, newest first. The value
+ * of a logical key is the one in the first layer of the chain that has it; an empty value is a
+ * tombstone ("absent in this view").
+ */
+export class LayerView {
+  readonly chain: readonly number[]
+  private readonly chainSet: Set<number>
+  constructor (readonly store: Store, chain: readonly number[]) {
+    this.chain = chain
+    this.chainSet = new Set(chain)
+  }
+
+  get top (): number { return this.chain[0] }
+
+  async get (keyFor: (layer: number) => Buffer): Promise<Buffer | undefined> {
+    if (this.chain.length === 1) {
+      const v = await this.store.get(keyFor(this.chain[0]))
+      return v === undefined || v.length === 0 ? undefined : v
+    }
+    const vals = await this.store.getMany(this.chain.map(keyFor))
+    for (const v of vals) if (v !== undefined) return v.length === 0 ? undefined : v
+    return undefined
+  }
+
+  /** Looks up many logical keys at once; `keyFor(i, layer)` builds key i in a layer. */
+  async getMany (n: number, keyFor: (i: number, layer: number) => Buffer): Promise<Array<Buffer | undefined>> {
+    const L = this.chain.length
+    const keys: Buffer[] = new Array(n * L)
+    for (let i = 0; i < n; i++) for (let j = 0; j < L; j++) keys[i * L + j] = keyFor(i, this.chain[j])
+    const vals = await this.store.getMany(keys)
+    const out: Array<Buffer | undefined> = new Array(n)
+    for (let i = 0; i < n; i++) {
+      out[i] = undefined
+      for (let j = 0; j < L; j++) {
+        const v = vals[i * L + j]
+        if (v !== undefined) { out[i] = v.length === 0 ? undefined : v; break }
+      }
+    }
+    return out
+  }
+
+  /** Where in the chain a logical key's visible version lives: 0 = top layer, -1 = nowhere. */
+  async depth (keyFor: (layer: number) => Buffer): Promise<number> {
+    const vals = await this.store.getMany(this.chain.map(keyFor))
+    for (let j = 0; j < vals.length; j++) {
+      const v = vals[j]
+      if (v !== undefined) return v.length === 0 ? -1 : j
+    }
+    return -1
+  }
+
+  /**
+   * Scans the logical keys under `prefix` in this view: yields each base key once with its
+   * visible value and the layer it came from; tombstoned keys are skipped.
+   */
+  async * scan (prefix: Buffer, opts: { values?: boolean, gte?: Buffer, lt?: Buffer } = {}): AsyncGenerator<{ base: Buffer, value: Buffer, layer: number }> {
+    let lastBase: Buffer | null = null
+    for await (const [k, v] of this.store.iterate(opts.gte ?? prefix, opts.lt ?? prefixEnd(prefix), { values: opts.values ?? true })) {
+      const layer = layerOf(k)
+      if (!this.chainSet.has(layer)) continue
+      const base = baseOf(k)
+      if (lastBase !== null && base.equals(lastBase)) continue
+      lastBase = base
+      if (opts.values !== false && v.length === 0) continue
+      yield { base, value: v, layer }
+    }
+  }
+}
+
+function openError (dir: string, err: unknown): ReplfsError {
+  const msg = String((err as Error)?.message ?? err) + ' ' + String(((err as { cause?: Error }).cause)?.message ?? '')
+  if (/lock|Resource temporarily unavailable/i.test(msg)) {
+    return new ReplfsError('STORE_LOCKED', `store ${dir} is in use by another process`, {
+      hint: `Find it with: fuser -v ${dir}/LOCK ; unmount that volume first`, cause: err
+    })
+  }
+  if (/does not exist/i.test(msg)) {
+    return new ReplfsError('STORE_MISSING', `no store at ${dir}`, { hint: `Create one with: replfs init --store ${dir}`, cause: err })
+  }
+  if (/corrupt/i.test(msg)) {
+    return new ReplfsError('STORE_CORRUPT', `store ${dir} is corrupt: ${msg.trim()}`, { cause: err })
+  }
+  return new ReplfsError('STORE_CORRUPT', `cannot open store ${dir}: ${msg.trim()}`, { cause: err })
+}
+
+function writeError (err: unknown): ReplfsError {
+  const msg = String((err as Error)?.message ?? err) + ' ' + String(((err as { cause?: Error }).cause)?.message ?? '')
+  if (/No space left|ENOSPC/i.test(msg)) return new ReplfsError('DISK_FULL', `the store's disk is full: ${msg.trim()}`, { cause: err })
+  return new ReplfsError('STORE_CORRUPT', `store write failed: ${msg.trim()}`, { cause: err })
+}

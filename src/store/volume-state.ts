@@ -1,0 +1,430 @@
+import { randomUUID } from 'node:crypto'
+import { ReplfsError } from '../errors.js'
+import {
+  BLOCK_SIZE, ROOT_INO, baseOf, blockBase, blockInodePrefix, direntBase, direntDirPrefix, inodeBase,
+  isStateKey, journalKey, layerOf, metaKey, prefixEnd, withLayer, xattrBase, xattrInodePrefix
+} from './keys.js'
+import { type Inode, decodeDirent, decodeInode, encodeDirent, encodeInode } from './inode.js'
+import { type BatchOp, LayerView, type Store } from './store.js'
+
+export interface FormatMeta { formatVersion: 1, volumeId: string, blockSize: number }
+
+/** Counters every record may change; stored in the record's own batch. */
+export interface Counters {
+  /** Sequence number of the last applied record. */
+  seq: number
+  nextIno: number
+  /** Bytes of block data stored across all layers. */
+  usedBytes: number
+  inodes: number
+}
+
+/** Which layers make up each view of the volume (snapshots add views; see docs/store-layout.md). */
+export interface LayerTable { nextLayer: number, live: number[] }
+
+export interface DirEntry { name: string, ino: number, type: number }
+
+const MAX_CACHE = 200_000
+
+/**
+ * The volume as stored: metadata, the live view's layers, and read paths with write-through
+ * caches. Changes go only through a Tx built by applyRecord and handed to `commit`.
+ */
+export class VolumeState {
+  format: FormatMeta | null = null
+  counters: Counters = { seq: 0, nextIno: ROOT_INO + 1, usedBytes: 0, inodes: 0 }
+  layers: LayerTable = { nextLayer: 2, live: [1] }
+  orphans = new Set<number>()
+  live: LayerView
+  /** How many journal entries to keep, and whether they keep write payloads (a peer reads them). */
+  journalRetain = 1024
+  journalPayloads = false
+  private readonly inodeCache = new Map<number, Inode>()
+  private readonly direntCache = new Map<string, { ino: number, type: number } | null>()
+
+  constructor (readonly store: Store) {
+    this.live = new LayerView(store, this.layers.live)
+  }
+
+  static async load (store: Store): Promise<VolumeState> {
+    const s = new VolumeState(store)
+    await s.reload()
+    return s
+  }
+
+  /** Rereads metadata and drops caches (after open, or after a failed write reset the store). */
+  async reload (): Promise<void> {
+    this.inodeCache.clear()
+    this.direntCache.clear()
+    const [format, counters, layers, orphans] = await this.store.getMany(
+      ['format', 'counters', 'layers', 'orphans'].map(metaKey))
+    this.format = format === undefined ? null : parseMeta<FormatMeta>('format', format)
+    if (this.format !== null && this.format.formatVersion !== 1) {
+      throw new ReplfsError('STORE_FORMAT', `store format ${String(this.format.formatVersion)} is not supported by this replfs`)
+    }
+    if (counters !== undefined) this.counters = parseMeta<Counters>('counters', counters)
+    if (layers !== undefined) this.layers = parseMeta<LayerTable>('layers', layers)
+    this.orphans = new Set(orphans === undefined ? [] : parseMeta<number[]>('orphans', orphans))
+    this.live = new LayerView(this.store, this.layers.live)
+  }
+
+  get blockSize (): number { return this.format?.blockSize ?? BLOCK_SIZE }
+
+  async inode (ino: number): Promise<Inode | undefined> {
+    const hit = this.inodeCache.get(ino)
+    if (hit !== undefined) return hit
+    const base = inodeBase(ino)
+    const v = await this.live.get(l => withLayer(base, l))
+    if (v === undefined) return undefined
+    const n = decodeInode(ino, v)
+    this.cacheInode(n)
+    return n
+  }
+
+  async lookup (parent: number, name: string): Promise<{ ino: number, type: number } | undefined> {
+    const ck = `${parent}/${name}`
+    const hit = this.direntCache.get(ck)
+    if (hit !== undefined) return hit ?? undefined
+    const base = direntBase(parent, Buffer.from(name))
+    const v = await this.live.get(l => withLayer(base, l))
+    const e = v === undefined ? null : decodeDirent(v)
+    this.cacheDirent(ck, e)
+    return e ?? undefined
+  }
+
+  async * readdir (dir: number, view: LayerView = this.live): AsyncGenerator<DirEntry> {
+    const prefix = direntDirPrefix(dir)
+    for await (const { base, value } of view.scan(prefix)) {
+      const name = base.subarray(prefix.length, base.length - 1).toString()
+      const e = decodeDirent(value)
+      yield { name, ino: e.ino, type: e.type }
+    }
+  }
+
+  async isEmptyDir (dir: number, view: LayerView = this.live): Promise<boolean> {
+    for await (const _ of this.readdir(dir, view)) return false
+    return true
+  }
+
+  /** Reads file bytes [offset, offset+len) clipped to the inode's size into `out`; returns the count. */
+  async readInto (n: Inode, offset: number, out: Buffer, len: number, view: LayerView = this.live): Promise<number> {
+    const BS = this.blockSize
+    const end = Math.min(n.size, offset + len)
+    if (end <= offset) return 0
+    const first = Math.floor(offset / BS)
+    const last = Math.floor((end - 1) / BS)
+    const vals = await view.getMany(last - first + 1, (i, l) => withLayer(blockBase(n.ino, first + i), l))
+    for (let i = 0; i < vals.length; i++) {
+      const bStart = (first + i) * BS
+      const lo = Math.max(offset, bStart)
+      const hi = Math.min(end, bStart + BS)
+      const dst = lo - offset
+      const v = vals[i]
+      const have = v === undefined ? 0 : Math.max(0, Math.min(v.length, hi - bStart) - (lo - bStart))
+      if (have > 0) v!.copy(out, dst, lo - bStart, lo - bStart + have)
+      if (have < hi - lo) out.fill(0, dst + have, dst + (hi - lo))
+    }
+    return end - offset
+  }
+
+  async getxattr (ino: number, name: string, view: LayerView = this.live): Promise<Buffer | undefined> {
+    const base = xattrBase(ino, Buffer.from(name))
+    const v = await view.get(l => withLayer(base, l))
+    return v === undefined ? undefined : v.subarray(1)
+  }
+
+  async listxattr (ino: number, view: LayerView = this.live): Promise<string[]> {
+    const prefix = xattrInodePrefix(ino)
+    const names: string[] = []
+    for await (const { base } of view.scan(prefix)) names.push(base.subarray(prefix.length, base.length - 1).toString())
+    return names
+  }
+
+  begin (): Tx { return new Tx(this, this.live) }
+
+  /**
+   * Hands a finished Tx to the store as one atomic batch: its effects, the journal entry for
+   * `record`, and the new counters. Caches are updated at once (the store's overlay makes the
+   * same ops readable at once), so the next record sees this one.
+   */
+  commit (tx: Tx, journalEntry: Buffer, opts: { sync?: boolean } = {}): Promise<void> {
+    if (tx.epoch !== this.store.epoch) return Promise.reject(new ReplfsError('STORE_CORRUPT', 'store was reset while the record was applied'))
+    this.counters = tx.counters
+    this.orphans = tx.orphans
+    if (tx.format !== null) this.format = tx.format
+    const seq = this.counters.seq + 1
+    this.counters.seq = seq
+    tx.ops.push({ type: 'put', key: journalKey(seq), value: journalEntry })
+    if (seq > this.journalRetain) tx.ops.push({ type: 'del', key: journalKey(seq - this.journalRetain) })
+    tx.ops.push({ type: 'put', key: metaKey('counters'), value: Buffer.from(JSON.stringify(this.counters)) })
+    if (tx.orphansChanged) tx.ops.push({ type: 'put', key: metaKey('orphans'), value: Buffer.from(JSON.stringify([...this.orphans].sort((a, b) => a - b))) })
+    for (const [ino, n] of tx.inodes) {
+      if (n === null) this.inodeCache.delete(ino)
+      else this.cacheInode(n)
+    }
+    for (const [ck, e] of tx.dirents) this.cacheDirent(ck, e)
+    return this.store.write(tx.ops, { sync: opts.sync, epoch: tx.epoch })
+  }
+
+  private cacheInode (n: Inode): void {
+    if (this.inodeCache.size >= MAX_CACHE) this.inodeCache.clear()
+    this.inodeCache.set(n.ino, n)
+  }
+
+  private cacheDirent (ck: string, e: { ino: number, type: number } | null): void {
+    if (this.direntCache.size >= MAX_CACHE) this.direntCache.clear()
+    this.direntCache.set(ck, e)
+  }
+
+  /** Lists every state key and value (for digests and the determinism tests). */
+  async * stateEntries (): AsyncGenerator<[Buffer, Buffer]> {
+    for await (const [k, v] of this.store.iterate(Buffer.from([0]), Buffer.from([0xff]))) {
+      if (isStateKey(k)) yield [k, v]
+    }
+  }
+}
+
+function parseMeta<T> (name: string, v: Buffer): T {
+  try {
+    return JSON.parse(v.toString()) as T
+  } catch (err) {
+    throw new ReplfsError('STORE_CORRUPT', `metadata '${name}' is unreadable`, { cause: err })
+  }
+}
+
+export function newVolumeId (): string { return randomUUID() }
+
+/**
+ * The changes one record makes, collected as LevelDB ops against the top layer of a view, with
+ * the reads it needs resolved through the view (and through its own earlier writes).
+ */
+export class Tx {
+  readonly ops: BatchOp[] = []
+  readonly inodes = new Map<number, Inode | null>()
+  readonly dirents = new Map<string, { ino: number, type: number } | null>()
+  readonly epoch: number
+  /** Working copies: installed by VolumeState.commit, dropped if applying fails half-way. */
+  readonly counters: Counters
+  readonly orphans: Set<number>
+  orphansChanged = false
+  format: FormatMeta | null = null
+
+  constructor (readonly state: VolumeState, readonly view: LayerView) {
+    this.epoch = state.store.epoch
+    this.counters = { ...state.counters }
+    this.orphans = new Set(state.orphans)
+  }
+
+  private get top (): number { return this.view.top }
+  private get layered (): boolean { return this.view.chain.length > 1 }
+
+  putMeta (name: string, value: unknown): void {
+    this.ops.push({ type: 'put', key: metaKey(name), value: Buffer.from(JSON.stringify(value)) })
+  }
+
+  async inode (ino: number): Promise<Inode | undefined> {
+    const staged = this.inodes.get(ino)
+    if (staged !== undefined) return staged ?? undefined
+    const n = await this.state.inode(ino)
+    // Hand out a copy: the cached object must not change before commit.
+    return n === undefined ? undefined : { ...n }
+  }
+
+  async mustInode (ino: number, what: string): Promise<Inode> {
+    const n = await this.inode(ino)
+    if (n === undefined) throw new ReplfsError('RECORD_INVALID', `${what}: inode ${ino} does not exist`)
+    return n
+  }
+
+  putInode (n: Inode): void {
+    this.inodes.set(n.ino, n)
+    this.ops.push({ type: 'put', key: withLayer(inodeBase(n.ino), this.top), value: encodeInode(n) })
+  }
+
+  private removeKey (key: Buffer): void {
+    // A tombstone hides lower layers' versions; with no lower layer there is nothing to hide.
+    if (this.layered) this.ops.push({ type: 'put', key, value: Buffer.alloc(0) })
+    else this.ops.push({ type: 'del', key })
+  }
+
+  async dirent (parent: number, name: string): Promise<{ ino: number, type: number } | undefined> {
+    const staged = this.dirents.get(`${parent}/${name}`)
+    if (staged !== undefined) return staged ?? undefined
+    return await this.state.lookup(parent, name)
+  }
+
+  putDirent (parent: number, name: string, ino: number, mode: number): void {
+    this.dirents.set(`${parent}/${name}`, { ino, type: mode & 0o170000 })
+    this.ops.push({ type: 'put', key: withLayer(direntBase(parent, Buffer.from(name)), this.top), value: encodeDirent(ino, mode) })
+  }
+
+  deleteDirent (parent: number, name: string): void {
+    this.dirents.set(`${parent}/${name}`, null)
+    this.removeKey(withLayer(direntBase(parent, Buffer.from(name)), this.top))
+  }
+
+  async isEmptyDir (dir: number): Promise<boolean> {
+    for (const [ck, e] of this.dirents) if (e !== null && ck.startsWith(`${dir}/`)) return false
+    for await (const e of this.state.readdir(dir, this.view)) {
+      if (this.dirents.get(`${dir}/${e.name}`) !== null) return false
+    }
+    return true
+  }
+
+  setXattr (ino: number, name: string, value: Buffer): void {
+    // A leading marker byte keeps an empty value distinct from a tombstone.
+    this.ops.push({ type: 'put', key: withLayer(xattrBase(ino, Buffer.from(name)), this.top), value: Buffer.concat([XATTR_MARK, value]) })
+  }
+
+  removeXattr (ino: number, name: string): void {
+    this.removeKey(withLayer(xattrBase(ino, Buffer.from(name)), this.top))
+  }
+
+  /** Frees an inode: its record, and its blocks and xattrs in the top layer (lower layers keep theirs). */
+  async freeInode (n: Inode): Promise<void> {
+    await this.dropBlocks(n, 0)
+    for await (const [k] of this.state.store.iteratePrefix(xattrInodePrefix(n.ino), { values: false })) {
+      if (layerOf(k) === this.top) this.ops.push({ type: 'del', key: k })
+    }
+    this.inodes.set(n.ino, null)
+    this.removeKey(withLayer(inodeBase(n.ino), this.top))
+    this.counters.inodes--
+    if (this.orphans.delete(n.ino)) this.orphansChanged = true
+  }
+
+  /**
+   * Writes `data` at `offset`. Invariant kept for every stored block: its length is
+   * min(BLOCK_SIZE, size - blockStart), so lengths are known without reading blocks.
+   */
+  async writeData (n: Inode, offset: number, data: Buffer): Promise<void> {
+    const BS = this.state.blockSize
+    const end = offset + data.length
+    const oldSize = n.size
+    const newSize = Math.max(oldSize, end)
+    const oldBlocks = Math.ceil(oldSize / BS)
+    const first = Math.floor(offset / BS)
+    const last = Math.floor((end - 1) / BS)
+    if (data.length > 0) {
+      // Only blocks inside the old size can exist; appends read nothing.
+      const lookFrom = first
+      const lookTo = Math.min(last, oldBlocks - 1)
+      const old = lookTo >= lookFrom ? await this.blocks(n.ino, lookFrom, lookTo - lookFrom + 1) : []
+      for (let idx = first; idx <= last; idx++) {
+        const bStart = idx * BS
+        const newLen = Math.min(BS, newSize - bStart)
+        const lo = Math.max(offset, bStart) - bStart
+        const hi = Math.min(end, bStart + BS) - bStart
+        const prev = idx <= lookTo ? old[idx - lookFrom] : undefined
+        let content: Buffer
+        if (lo === 0 && hi === newLen) {
+          content = data.subarray(bStart + lo - offset, bStart + hi - offset)
+        } else {
+          content = Buffer.alloc(newLen)
+          if (prev?.value !== undefined) prev.value.copy(content, 0, 0, Math.min(prev.value.length, newLen))
+          data.copy(content, lo, bStart + lo - offset, bStart + hi - offset)
+        }
+        this.putBlock(n, idx, content, prev)
+      }
+    }
+    // Growing past a partial last block: pad it to full length to keep the invariant.
+    if (newSize > oldSize) await this.padLastBlock(n, oldSize, newSize, first)
+    n.size = newSize
+  }
+
+  /** Sets the size: drops or trims blocks past a shrink, pads the last block before a growth. */
+  async truncateData (n: Inode, size: number): Promise<void> {
+    const BS = this.state.blockSize
+    const oldSize = n.size
+    if (size < oldSize) {
+      await this.dropBlocks(n, Math.ceil(size / BS))
+      const tail = size % BS
+      const idx = Math.floor(size / BS)
+      if (tail !== 0) {
+        const [prev] = await this.blocks(n.ino, idx, 1)
+        if (prev.value !== undefined && prev.value.length > tail) this.putBlock(n, idx, Buffer.from(prev.value.subarray(0, tail)), prev)
+      }
+    } else if (size > oldSize) {
+      await this.padLastBlock(n, oldSize, size, Infinity)
+    }
+    n.size = size
+  }
+
+  private async padLastBlock (n: Inode, oldSize: number, newSize: number, firstWritten: number): Promise<void> {
+    const BS = this.state.blockSize
+    if (oldSize % BS === 0) return
+    const idx = Math.floor(oldSize / BS)
+    if (idx >= firstWritten) return // the write itself rewrote that block at its new length
+    const [prev] = await this.blocks(n.ino, idx, 1)
+    if (prev.value === undefined) return
+    const content = Buffer.alloc(Math.min(BS, newSize - idx * BS))
+    prev.value.copy(content)
+    this.putBlock(n, idx, content, prev)
+  }
+
+  private putBlock (n: Inode, idx: number, content: Buffer, prev: BlockVersion | undefined): void {
+    this.ops.push({ type: 'put', key: withLayer(blockBase(n.ino, idx), this.top), value: content })
+    const prevLen = prev?.value?.length ?? 0
+    n.bytes += content.length - prevLen
+    this.counters.usedBytes += content.length - (prev?.depth === 0 ? prevLen : 0)
+  }
+
+  /** Removes blocks from index `from` on, as seen in this view (size tells the lengths). */
+  private async dropBlocks (n: Inode, from: number): Promise<void> {
+    const BS = this.state.blockSize
+    const lenOf = (idx: number): number => Math.max(0, Math.min(BS, n.size - idx * BS))
+    const gte = blockBase(n.ino, from)
+    const lt = prefixEnd(blockInodePrefix(n.ino))
+    if (!this.layered) {
+      for await (const [k] of this.state.store.iterate(gte, lt, { values: false })) {
+        if (layerOf(k) !== this.top) continue
+        const idx = blockIndexOf(k)
+        this.ops.push({ type: 'del', key: k })
+        n.bytes -= lenOf(idx)
+        this.counters.usedBytes -= lenOf(idx)
+      }
+      return
+    }
+    // Layered: tombstone what lower layers show, delete what the top layer holds.
+    const topHas = new Set<number>()
+    for await (const [k, v] of this.state.store.iterate(gte, lt)) {
+      if (layerOf(k) !== this.top) continue
+      const idx = blockIndexOf(k)
+      topHas.add(idx)
+      if (v.length > 0) this.counters.usedBytes -= v.length
+    }
+    for await (const { base, value } of this.view.scan(blockInodePrefix(n.ino), { gte, lt })) {
+      const idx = blockIndexOf(base, false)
+      n.bytes -= value.length
+      topHas.delete(idx)
+      this.ops.push({ type: 'put', key: withLayer(base, this.top), value: Buffer.alloc(0) })
+    }
+    for (const idx of topHas) this.ops.push({ type: 'put', key: withLayer(blockBase(n.ino, idx), this.top), value: Buffer.alloc(0) })
+  }
+
+  private async blocks (ino: number, first: number, count: number): Promise<BlockVersion[]> {
+    const L = this.view.chain.length
+    const keys: Buffer[] = []
+    for (let i = 0; i < count; i++) for (const l of this.view.chain) keys.push(withLayer(blockBase(ino, first + i), l))
+    const vals = await this.state.store.getMany(keys)
+    const out: BlockVersion[] = []
+    for (let i = 0; i < count; i++) {
+      let found: BlockVersion = { value: undefined, depth: -1 }
+      for (let j = 0; j < L; j++) {
+        const v = vals[i * L + j]
+        if (v !== undefined) { found = { value: v.length === 0 ? undefined : v, depth: v.length === 0 ? -1 : j }; break }
+      }
+      out.push(found)
+    }
+    return out
+  }
+}
+
+interface BlockVersion { value: Buffer | undefined, depth: number }
+
+const XATTR_MARK = Buffer.from([1])
+
+function blockIndexOf (key: Buffer, layered = true): number {
+  const b = layered ? baseOf(key) : key
+  return b.readUInt32BE(9) * 0x100000000 + b.readUInt32BE(13)
+}
+
