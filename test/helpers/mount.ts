@@ -1,0 +1,112 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+export const REPO = new URL('../../..', import.meta.url).pathname
+export const CLI = join(REPO, 'bin/replfs')
+
+interface T { teardown: (fn: () => unknown) => void }
+
+export interface MountOpts { size?: string, allowOther?: boolean, store?: string, mnt?: string, runDir?: string, timeoutMs?: number }
+
+export interface Mounted {
+  mnt: string
+  store: string
+  runDir: string
+  child: ChildProcess
+  stderr: () => string
+  exited: Promise<number | null>
+  /** SIGTERM the foreground process and wait until it has exited (store closed). */
+  stop: () => Promise<void>
+}
+
+export function tempDir (): string {
+  return mkdtempSync(join(tmpdir(), 'replfs-test-'))
+}
+
+export function isMounted (mnt: string): boolean {
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mnt)
+}
+
+export function forceUnmount (mnt: string): void {
+  spawnSync('fusermount', ['-uz', mnt], { stdio: 'ignore' })
+}
+
+/** Runs the CLI synchronously (for fsck etc.). */
+export function cli (args: string[], env: Record<string, string> = {}): { code: number | null, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env } })
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+/**
+ * Mounts a volume with the real CLI in the foreground as a child process. A t.teardown always
+ * detaches the mount and kills the child, whatever happened in the test.
+ */
+export async function mountVolume (t: T, opts: MountOpts = {}): Promise<Mounted> {
+  const base = tempDir()
+  mkdirSync(base, { recursive: true })
+  const mnt = opts.mnt ?? join(base, 'mnt')
+  const store = opts.store ?? join(base, 'store')
+  const runDir = opts.runDir ?? join(base, 'run')
+  mkdirSync(mnt, { recursive: true })
+  const args = [CLI, 'mount', mnt, '--store', store, '--foreground']
+  if (opts.size !== undefined) args.push('--size', opts.size)
+  if (opts.allowOther === true) args.push('--allow-other')
+  // stderr goes to a file, not a pipe: a test blocked in a sync fs call must never leave the
+  // volume process stuck writing to a full pipe (that would deadlock both).
+  const logFile = join(base, `mount-${Date.now()}.log`)
+  const logFd = openSync(logFile, 'a')
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, REPLFS_RUN_DIR: runDir } })
+  closeSync(logFd)
+  const readLog = (): string => { try { return readFileSync(logFile, 'utf8') } catch { return '' } }
+  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
+  let done = false
+  t.teardown(async () => {
+    if (!done) {
+      forceUnmount(mnt)
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM')
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+        await exited
+        clearTimeout(timer)
+      }
+      forceUnmount(mnt)
+    }
+    if (opts.mnt === undefined && opts.store === undefined) rmSync(base, { recursive: true, force: true })
+  })
+  await new Promise<void>((resolve, reject) => {
+    const deadline = Date.now() + (opts.timeoutMs ?? 20000)
+    const poll = setInterval(() => {
+      if (readLog().includes('"msg":"mounted"')) { clearInterval(poll); resolve() }
+      else if (child.exitCode !== null || child.signalCode !== null) { clearInterval(poll); reject(new Error(`mount exited (${String(child.exitCode ?? child.signalCode)}) before ready; stderr:\n${readLog()}`)) }
+      else if (Date.now() > deadline) { clearInterval(poll); reject(new Error(`mount did not become ready in time; stderr:\n${readLog()}`)) }
+    }, 25)
+  })
+  return {
+    mnt,
+    store,
+    runDir,
+    child,
+    stderr: readLog,
+    exited,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+      await exited
+      done = !isMounted(mnt)
+    }
+  }
+}
+
+/** Shell command with output; throws on nonzero exit. */
+export function sh (cmd: string, opts: { cwd?: string } = {}): string {
+  const r = spawnSync('bash', ['-c', cmd], { encoding: 'utf8', cwd: opts.cwd, maxBuffer: 64 << 20 })
+  if (r.status !== 0) throw new Error(`${cmd} exited ${String(r.status)}: ${r.stderr}`)
+  return r.stdout
+}
+
+/** Like sh, but returns the exit code and outputs. */
+export function shr (cmd: string, opts: { cwd?: string } = {}): { code: number | null, stdout: string, stderr: string } {
+  const r = spawnSync('bash', ['-c', cmd], { encoding: 'utf8', cwd: opts.cwd, maxBuffer: 64 << 20 })
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+}

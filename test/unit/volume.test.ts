@@ -1,0 +1,67 @@
+import t from 'tap'
+import { Store } from '../../src/store/store.js'
+import { fsck } from '../../src/store/fsck.js'
+import { blockBase, metaKey, withLayer } from '../../src/store/keys.js'
+import { ROOT, tempVolume } from '../helpers/volume.js'
+
+t.test('writes past --size get ENOSPC and change nothing', async t => {
+  const v = await tempVolume({ sizeLimit: 1 << 20 })
+  t.teardown(v.close)
+  const fh = await v.vol.create('/f', 0o644, ROOT)
+  await v.vol.write(fh, Buffer.alloc(900_000, 1), 900_000, 0)
+  const seq = v.state.counters.seq
+  await t.rejects(v.vol.write(fh, Buffer.alloc(200_000, 2), 200_000, 900_000), { code: 'ENOSPC' })
+  t.equal(v.state.counters.seq, seq, 'no record was made')
+  t.equal((await v.vol.getattr('/f')).size, 900_000)
+  // Overwriting in place needs no space and still works when full.
+  await v.vol.write(fh, Buffer.alloc(1000, 3), 1000, 0)
+  const out = Buffer.alloc(1000)
+  await v.vol.read(fh, out, 1000, 0)
+  t.ok(out.equals(Buffer.alloc(1000, 3)))
+  t.ok((await fsck(v.state)).ok)
+})
+
+t.test('a store held by one process is refused to another with STORE_LOCKED and a hint', async t => {
+  const v = await tempVolume()
+  t.teardown(v.close)
+  const err = await Store.open(v.dir).then(() => null, e => e)
+  t.equal(err?.code, 'STORE_LOCKED')
+  t.match(err?.hint, /fuser|unmount/)
+})
+
+t.test('fsck finds a lost block, a wrong counter and a dangling entry', async t => {
+  const v = await tempVolume()
+  t.teardown(v.close)
+  const fh = await v.vol.create('/f', 0o644, ROOT)
+  await v.vol.write(fh, Buffer.alloc(200_000, 1), 200_000, 0)
+  await v.vol.release(fh)
+  await v.vol.mkdir('/d', 0o755, ROOT)
+  await v.log.settle()
+  t.ok((await fsck(v.state)).ok, 'clean before damage')
+  const ino = (await v.vol.getattr('/f')).ino
+  await v.store.raw.del(withLayer(blockBase(ino, 1), 1))
+  await v.store.raw.put(metaKey('counters'), Buffer.from(JSON.stringify({ ...v.state.counters, inodes: 99 })))
+  const dir = (await v.vol.getattr('/d')).ino
+  await v.store.raw.del(withLayer((await import('../../src/store/keys.js')).inodeBase(dir), 1))
+  await v.state.reload()
+  const r = await fsck(v.state)
+  t.notOk(r.ok)
+  t.ok(r.problems.some(p => /stored bytes/.test(p)), 'lost block found')
+  t.ok(r.problems.some(p => /99 inodes/.test(p)), 'wrong inode counter found')
+  t.ok(r.problems.some(p => /missing inode/.test(p)), 'dangling entry found')
+})
+
+t.test('sparse files store only what was written; holes read as zeros', async t => {
+  const v = await tempVolume()
+  t.teardown(v.close)
+  const fh = await v.vol.create('/s', 0o644, ROOT)
+  await v.vol.truncate(null, fh, 2 ** 31)
+  await v.vol.write(fh, Buffer.from('end'), 3, 2 ** 31 - 3)
+  const st = await v.vol.getattr('/s')
+  t.equal(st.size, 2 ** 31)
+  t.ok(st.blocks * 512 <= 65536, `${st.blocks * 512} bytes allocated for a 2 GiB sparse file`)
+  const out = Buffer.alloc(8, 0xff)
+  await v.vol.read(fh, out, 8, 2 ** 30)
+  t.ok(out.equals(Buffer.alloc(8)), 'hole reads as zeros')
+  t.ok((await fsck(v.state)).ok)
+})
