@@ -23,9 +23,9 @@ export async function openVolume (dir: string, opts: { create: boolean, logger: 
   try {
     const state = await VolumeState.load(store)
     const log = new RecordLog(state, opts.logger)
-    store.onReset = err => {
+    store.onReset = async err => {
       opts.logger.error({ err }, 'reloading volume state after a failed write')
-      state.reload().catch(e => opts.logger.fatal({ err: e }, 'cannot reload volume state'))
+      await state.reload()
     }
     if (state.format === null && opts.replay !== true) {
       if (!opts.create) throw new ReplfsError('STORE_MISSING', `${dir} holds no replfs volume`, { hint: `Create one with: replfs init --store ${dir}` })

@@ -24,6 +24,8 @@ export class RecordLog {
    */
   submit<T extends LogRecord> (make: () => Promise<T | null> | T | null, opts: { sync?: boolean } = {}): Promise<(Committed & { record: T }) | null> {
     const run = async (): Promise<(Committed & { record: T }) | null> => {
+      // Checks must see the state as stored: wait out any recovery from a failed write first.
+      await this.state.store.ready()
       const rec = await make()
       if (rec === null) return null
       return { ...this.applyLocked(rec, opts.sync ?? false, await this.prepare(rec)), record: rec }
@@ -53,6 +55,7 @@ export class RecordLog {
   }
 
   private async prepare (rec: LogRecord): Promise<ReturnType<VolumeState['begin']>> {
+    await this.state.store.ready()
     const tx = this.state.begin()
     await applyRecord(rec, tx)
     return tx

@@ -39,29 +39,71 @@ export class Store {
   /** Incremented whenever a failed write forces the overlay to be dropped. */
   epoch = 0
   private failure: Error | null = null
-  onReset: ((err: Error) => void) | null = null
+  /** Set after a failed write: the database must be reopened (and the owner reload) first. */
+  private recovery: Promise<void> | null = null
+  /** Called after a failed write once the database is reopened: reload what you cached. */
+  onReset: ((err: Error) => Promise<void>) | null = null
 
-  private constructor (dir: string, db: ClassicLevel<Buffer, Buffer>, logger?: Logger) {
+  private constructor (dir: string, db: ClassicLevel<Buffer, Buffer>, private readonly opts: StoreOptions) {
     this.dir = dir
     this.db = db
-    this.logger = logger
+    this.logger = opts.logger
   }
 
-  static async open (dir: string, opts: StoreOptions = {}): Promise<Store> {
-    const db = new ClassicLevel<Buffer, Buffer>(dir, {
+  private static make (dir: string, opts: StoreOptions): ClassicLevel<Buffer, Buffer> {
+    return new ClassicLevel<Buffer, Buffer>(dir, {
       keyEncoding: 'buffer',
       valueEncoding: 'buffer',
       createIfMissing: opts.create ?? false,
       writeBufferSize: opts.writeBufferSize ?? 64 * 1024 * 1024,
       maxFileSize: 64 * 1024 * 1024
     })
+  }
+
+  static async open (dir: string, opts: StoreOptions = {}): Promise<Store> {
+    const db = Store.make(dir, opts)
     try {
       await db.open()
     } catch (err) {
       throw openError(dir, err)
     }
-    return new Store(dir, db, opts.logger)
+    return new Store(dir, db, opts)
   }
+
+  /**
+   * Resolves when the store takes writes. After a failed LevelDB write the database is closed
+   * and reopened first: LevelDB recovers its log to a clean end, so nothing written later can
+   * sit behind a torn record and be lost at the next open. While that fails (disk still full),
+   * this rejects with the original error, and the next call tries again.
+   */
+  async ready (): Promise<void> {
+    if (this.recovery === null && this.needsRecovery !== null) {
+      const err = this.needsRecovery
+      this.needsRecovery = null
+      this.recover(err)
+    }
+    if (this.recovery !== null) await this.recovery
+  }
+
+  private recover (err: Error): void {
+    const attempt = (async () => {
+      await this.db.close().catch(() => {})
+      const db = Store.make(this.dir, { ...this.opts, create: false })
+      await db.open()
+      this.db = db
+      await this.onReset?.(err)
+      this.logger?.warn('store reopened after a failed write')
+    })()
+    this.recovery = attempt.then(() => { this.recovery = null }, (e: unknown) => {
+      this.logger?.error({ err: e }, 'store cannot be reopened yet')
+      this.recovery = null
+      this.needsRecovery = err
+      throw err
+    })
+    this.recovery.catch(() => {})
+  }
+
+  private needsRecovery: Error | null = null
 
   get status (): string { return this.db.status }
 
@@ -114,6 +156,9 @@ export class Store {
    * from state that a failed commit has since dropped.
    */
   write (ops: BatchOp[], opts: { sync?: boolean, epoch?: number } = {}): Promise<void> {
+    if (this.recovery !== null || this.needsRecovery !== null) {
+      return Promise.reject(this.failure ?? new ReplfsError('STORE_CORRUPT', 'store is recovering from a failed write'))
+    }
     if (opts.epoch !== undefined && opts.epoch !== this.epoch) {
       return Promise.reject(this.failure ?? new ReplfsError('STORE_CORRUPT', 'store was reset during the operation'))
     }
@@ -182,7 +227,7 @@ export class Store {
     for (const w of batch.waiters) w.reject(err)
     if (later !== null) for (const w of later.waiters) w.reject(err)
     this.logger?.error({ err: cause }, 'store write failed; pending writes dropped')
-    this.onReset?.(err)
+    this.recover(err)
   }
 
   async close (): Promise<void> {
