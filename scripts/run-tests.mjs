@@ -23,7 +23,7 @@ function find (dir) {
 
 function fuseMounts () {
   return readFileSync('/proc/mounts', 'utf8').split('\n')
-    .map(l => l.split(' ')).filter(f => f[2]?.startsWith('fuse') && (f[0].startsWith('replfs') || f[0].startsWith('passthrough')))
+    .map(l => l.split(' ')).filter(f => f[2]?.startsWith('fuse') && f[1].includes('replfs-test-'))
     .map(f => f[1].replace(/\\040/g, ' '))
 }
 

@@ -49,7 +49,8 @@ export async function mountVolume (t: T, opts: MountOpts = {}): Promise<Mounted>
   const mnt = opts.mnt ?? join(base, 'mnt')
   const store = opts.store ?? join(base, 'store')
   const runDir = opts.runDir ?? join(base, 'run')
-  mkdirSync(mnt, { recursive: true })
+  // (a stale mount point left by a killed process answers ENOTCONN; the CLI must deal with it)
+  try { mkdirSync(mnt, { recursive: true }) } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') throw e }
   const args = [CLI, 'mount', mnt, '--store', store, '--foreground']
   if (opts.size !== undefined) args.push('--size', opts.size)
   if (opts.allowOther === true) args.push('--allow-other')
@@ -73,7 +74,8 @@ export async function mountVolume (t: T, opts: MountOpts = {}): Promise<Mounted>
       }
       forceUnmount(mnt)
     }
-    if (opts.mnt === undefined && opts.store === undefined) rmSync(base, { recursive: true, force: true })
+    // base holds this mount's log, and the store and mount point unless the caller gave its own
+    if (!isMounted(mnt)) rmSync(base, { recursive: true, force: true })
   })
   await new Promise<void>((resolve, reject) => {
     const deadline = Date.now() + (opts.timeoutMs ?? 20000)

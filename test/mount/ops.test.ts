@@ -1,4 +1,5 @@
 import t from 'tap'
+t.setTimeout(240_000)
 import * as fs from 'node:fs'
 import { dirname, join } from 'node:path'
 import { mountVolume, sh, shr } from '../helpers/mount.js'

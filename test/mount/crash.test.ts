@@ -1,0 +1,129 @@
+import t from 'tap'
+t.setTimeout(240_000)
+import type { Test } from 'tap'
+import { spawn } from 'node:child_process'
+import * as fs from 'node:fs'
+import { join } from 'node:path'
+import { cli, forceUnmount, isMounted, mountVolume, tempDir } from '../helpers/mount.js'
+
+// Appends numbered records to log.txt, fsyncs, and every 20th record also creates rec-N as its
+// own fsynced file (plus a dir fsync); prints "ack N" only after the fsyncs returned.
+const WRITER = `
+const fs = require('fs'), path = require('path')
+const dir = process.argv[1]
+const fd = fs.openSync(path.join(dir, 'log.txt'), 'a')
+let n = 0
+process.stdout._handle && process.stdout._handle.setBlocking && process.stdout._handle.setBlocking(true)
+for (;;) {
+  const line = 'record ' + String(n).padStart(8, '0') + ' ' + 'x'.repeat(n % 300) + '\\n'
+  fs.writeSync(fd, line)
+  fs.fsyncSync(fd)
+  if (n % 20 === 0) {
+    const f = fs.openSync(path.join(dir, 'rec-' + n), 'w'); fs.writeSync(f, line); fs.fsyncSync(f); fs.closeSync(f)
+    const d = fs.openSync(dir, 'r'); fs.fsyncSync(d); fs.closeSync(d)
+  }
+  fs.writeSync(1, 'ack ' + n + '\\n')
+  n++
+}
+`
+
+async function runUntilKill (t: Test, m: Awaited<ReturnType<typeof mountVolume>>, acksBeforeKill: number): Promise<number[]> {
+  const acked: number[] = []
+  const w = spawn(process.execPath, ['-e', WRITER, m.mnt], { stdio: ['ignore', 'pipe', 'ignore'] })
+  t.teardown(() => { if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL') })
+  let buf = ''
+  const writerExit = new Promise(resolve => w.once('exit', resolve))
+  await new Promise<void>(resolve => {
+    w.stdout.on('data', (d: Buffer) => {
+      buf += d.toString()
+      let i
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i); buf = buf.slice(i + 1)
+        const mm = /^ack (\d+)$/.exec(line)
+        if (mm !== null) acked.push(Number(mm[1]))
+      }
+      if (acked.length === acksBeforeKill) {
+        m.child.kill('SIGKILL') // the volume process dies mid-workload
+        resolve()
+      }
+    })
+    w.once('exit', () => resolve())
+  })
+  await m.exited
+  // the writer now gets ENOTCONN and dies; give it a moment, then make sure it is gone
+  const timer = setTimeout(() => w.kill('SIGKILL'), 3000)
+  await writerExit
+  clearTimeout(timer)
+  w.stdout.destroy()
+  return acked
+}
+
+function verify (t: Test, mnt: string, acked: number[]): void {
+  const text = fs.readFileSync(join(mnt, 'log.txt'), 'utf8')
+  const lines = new Set(text.split('\n'))
+  const missing = acked.filter(n => !lines.has('record ' + String(n).padStart(8, '0') + ' ' + 'x'.repeat(n % 300)))
+  t.same(missing, [], `all ${acked.length} acknowledged records are in log.txt`)
+  const missingFiles = acked.filter(n => n % 20 === 0 && !fs.existsSync(join(mnt, `rec-${n}`)))
+  t.same(missingFiles, [], `all ${acked.filter(n => n % 20 === 0).length} acknowledged rec-N files exist`)
+}
+
+t.test('kill -9 of the volume process mid-write: fsck clean, remount works, every fsynced record survives', async t => {
+  const base = tempDir()
+  t.teardown(() => fs.rmSync(base, { recursive: true, force: true }))
+  const store = join(base, 'store'); const mnt = join(base, 'mnt'); const runDir = join(base, 'run')
+  const m1 = await mountVolume(t, { store, mnt, runDir })
+  const acked = await runUntilKill(t, m1, 300)
+  t.ok(acked.length >= 300, `${acked.length} records acknowledged before the kill`)
+  forceUnmount(mnt)
+  t.notOk(isMounted(mnt), 'stale mount detached')
+  const f = cli(['fsck', '--store', store])
+  t.equal(f.code, 0, `fsck after kill -9: ${f.stdout}${f.stderr}`)
+  await mountVolume(t, { store, mnt, runDir })
+  verify(t, mnt, acked)
+})
+
+t.test('mounting again on the stale mount point a kill -9 left (no fusermount first) recovers it', async t => {
+  const base = tempDir()
+  t.teardown(() => fs.rmSync(base, { recursive: true, force: true }))
+  const store = join(base, 'store'); const mnt = join(base, 'mnt'); const runDir = join(base, 'run')
+  const m1 = await mountVolume(t, { store, mnt, runDir })
+  const acked = await runUntilKill(t, m1, 100)
+  t.ok(isMounted(mnt), 'the dead mount is still listed')
+  let err: string | undefined
+  try { fs.statSync(mnt) } catch (e) { err = (e as NodeJS.ErrnoException).code }
+  t.equal(err, 'ENOTCONN', 'the mount point is stale')
+  const m2 = await mountVolume(t, { store, mnt, runDir })
+  t.match(m2.stderr(), /stale FUSE mount found/)
+  verify(t, mnt, acked)
+  fs.writeFileSync(join(mnt, 'after'), 'ok')
+  t.equal(fs.readFileSync(join(mnt, 'after'), 'utf8'), 'ok', 'the recovered mount is writable')
+  await m2.stop()
+  const f = cli(['fsck', '--store', store])
+  t.equal(f.code, 0, `fsck after the recovered mount was stopped: ${f.stdout}`)
+})
+
+t.test('files unlinked while open when the volume process is killed are freed at the next mount; fsck clean', async t => {
+  const base = tempDir()
+  t.teardown(() => fs.rmSync(base, { recursive: true, force: true }))
+  const store = join(base, 'store'); const mnt = join(base, 'mnt'); const runDir = join(base, 'run')
+  const m1 = await mountVolume(t, { store, mnt, runDir })
+  fs.writeFileSync(join(mnt, 'orphan'), Buffer.alloc(300000, 5))
+  fs.writeFileSync(join(mnt, 'keep'), 'keep')
+  const fd = fs.openSync(join(mnt, 'orphan'), 'r')
+  fs.unlinkSync(join(mnt, 'orphan'))
+  fs.fsyncSync(fd)
+  m1.child.kill('SIGKILL')
+  await m1.exited
+  try { fs.closeSync(fd) } catch { /* the connection is gone */ }
+  forceUnmount(mnt)
+  const before = cli(['fsck', '--store', store, '--json'])
+  t.equal(before.code, 0, `fsck with the orphan still stored: ${before.stdout}`)
+  t.ok(JSON.parse(before.stdout).dataBytes >= 300000, 'the orphan\'s data is still in the store before remount')
+  const m2 = await mountVolume(t, { store, mnt, runDir })
+  t.match(m2.stderr(), /"purged":1/)
+  t.same(fs.readdirSync(mnt), ['keep'])
+  await m2.stop()
+  const after = cli(['fsck', '--store', store, '--json'])
+  t.equal(after.code, 0, `fsck after remount: ${after.stdout}`)
+  t.equal(JSON.parse(after.stdout).dataBytes, 4, 'only the kept file\'s 4 bytes remain')
+})
