@@ -4,6 +4,7 @@ import { randomFillSync } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import fsp from 'node:fs/promises'
 import { join } from 'node:path'
+import { LEVELDB_MAX_FILE_SIZE, LEVELDB_WRITE_BUFFER } from '../src/store/store.js'
 import { ClassicLevel } from 'classic-level'
 
 export const MiB = 1024 * 1024
@@ -81,7 +82,7 @@ export async function smallFiles (dir: string, n: number): Promise<SmallResult> 
 
 /** Raw LevelDB with replfs's store settings: the same bytes as 64 KiB values, 2 per batch. */
 export async function leveldb (dir: string, bytes: number): Promise<{ write: number, read: number }> {
-  const opts = { keyEncoding: 'buffer', valueEncoding: 'buffer', createIfMissing: true, errorIfExists: true, writeBufferSize: 64 * MiB, maxFileSize: 64 * MiB } as const
+  const opts = { keyEncoding: 'buffer', valueEncoding: 'buffer', createIfMissing: true, errorIfExists: true, writeBufferSize: LEVELDB_WRITE_BUFFER, maxFileSize: LEVELDB_MAX_FILE_SIZE } as const
   let db = new ClassicLevel<Buffer, Buffer>(dir, opts)
   await db.open()
   const V = 64 * 1024
