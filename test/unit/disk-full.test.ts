@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { fsck } from '../../src/store/fsck.js'
 import { ROOT, tempVolume } from '../helpers/volume.js'
 
@@ -18,7 +18,8 @@ t.test('a full disk gets ENOSPC-class errors, keeps every acknowledged write, an
   let acked = 0
   let failure: (Error & { code?: string }) | null = null
   for (let i = 0; i < 1000 && failure === null; i++) {
-    const chunk = Buffer.alloc(131072, i % 251)
+    // Random bytes: LevelDB compresses tables, so uniform data would never fill the disk.
+    const chunk = randomBytes(131072)
     try {
       await v.vol.write(fh, chunk, chunk.length, acked)
       model.update(chunk)
@@ -30,7 +31,7 @@ t.test('a full disk gets ENOSPC-class errors, keeps every acknowledged write, an
   t.equal(failure?.code, 'DISK_FULL', `the disk filled after ${acked} acknowledged bytes`)
   t.equal((await import('../../src/errors.js')).toErrno(failure), -28, 'the kernel would see ENOSPC')
   execFileSync('mount', ['-o', 'remount,size=128m', mnt])
-  const extra = Buffer.alloc(131072, 77)
+  const extra = randomBytes(131072)
   await v.vol.write(fh, extra, extra.length, acked)
   model.update(extra)
   acked += extra.length
