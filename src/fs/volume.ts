@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { FsError, fsError } from '../errors.js'
+import { fsError } from '../errors.js'
 import type { RecordLog } from '../log/record-log.js'
 import type { LogRecord } from '../log/records.js'
 import { NAME_MAX, ROOT_INO } from '../store/keys.js'
@@ -516,4 +516,3 @@ function checkXattrName (name: string): void {
   if (name.length === 0 || Buffer.byteLength(name) > 255) throw fsError('ERANGE', 'bad attribute name')
 }
 
-export { FsError }

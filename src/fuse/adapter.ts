@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { FsError, toErrno } from '../errors.js'
+import { FsError, fsError, toErrno } from '../errors.js'
 import type { Caller, Stat, Volume } from '../fs/volume.js'
 
 /** What fuse-native (as patched in patches/) exposes that the adapter needs. */
@@ -36,7 +36,12 @@ export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logg
     statfs (_path: string, cb: Cb) { try { cb(0, vol.statfs()) } catch (err) { fail('statfs', cb, err) } },
     getattr (path: string, cb: Cb) { run('getattr', cb, async () => await vol.getattr(path), s => [toFuseStat(s)]) },
     fgetattr (path: string | null, fd: number, cb: Cb) {
-      run('fgetattr', cb, async () => fd !== 0 ? await vol.fgetattr(fd) : await vol.getattr(path ?? '/'), s => [toFuseStat(s)])
+      // fd 0 means "no handle"; then only the path can say which file.
+      run('fgetattr', cb, async () => {
+        if (fd !== 0) return await vol.fgetattr(fd)
+        if (path === null) throw fsError('EBADF', 'fgetattr with neither handle nor path')
+        return await vol.getattr(path)
+      }, s => [toFuseStat(s)])
     },
     access (path: string, mode: number, cb: Cb) { const c = caller(); run('access', cb, async () => await vol.access(path, mode, c)) },
     readdir (path: string, cb: Cb) {

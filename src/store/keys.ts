@@ -112,10 +112,6 @@ export function metaKey (name: string): Buffer {
   return Buffer.concat([Buffer.from([P_META]), Buffer.from(name)])
 }
 
-export function localKey (name: string): Buffer {
-  return Buffer.concat([Buffer.from([P_LOCAL]), Buffer.from(name)])
-}
-
 export function journalKey (seq: number): Buffer {
   const k = Buffer.allocUnsafe(9)
   k[0] = P_JOURNAL

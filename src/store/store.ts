@@ -49,7 +49,9 @@ export class Store {
   private failure: Error | null = null
   /** Set after a failed write: the database must be reopened (and the owner reload) first. */
   private recovery: Promise<void> | null = null
-  /** Called after a failed write once the database is reopened: reload what you cached. */
+  /** Set when a reopen failed: the next `ready()` tries again. */
+  private needsRecovery: Error | null = null
+  /** A failed reopen: the next `ready()` tries again. */  /** Called after a failed write once the database is reopened: reload what you cached. */
   onReset: ((err: Error) => Promise<void>) | null = null
 
   private constructor (dir: string, db: ClassicLevel<Buffer, Buffer>, private readonly opts: StoreOptions) {
@@ -111,7 +113,6 @@ export class Store {
     this.recovery.catch(() => {})
   }
 
-  private needsRecovery: Error | null = null
 
   get status (): string { return this.db.status }
 
@@ -249,6 +250,10 @@ export class Store {
 
 export const EMPTY = Buffer.alloc(0)
 
+/** A logical key's visible value in a view and the chain position of the layer holding it. */
+export interface Version { value: Buffer | undefined, depth: number }
+const ABSENT: Version = { value: undefined, depth: -1 }
+
 /**
  * Resolves layered keys for one view of the volume: a chain of layers, newest first. The value
  * of a logical key is the one in the first layer of the chain that has it; an empty value is a
@@ -276,29 +281,27 @@ export class LayerView {
 
   /** Looks up many logical keys at once; `keyFor(i, layer)` builds key i in a layer. */
   async getMany (n: number, keyFor: (i: number, layer: number) => Buffer): Promise<Array<Buffer | undefined>> {
+    return (await this.versions(n, keyFor)).map(v => v.value)
+  }
+
+  /**
+   * Like getMany, also telling where each visible version lives: depth 0 is the top layer,
+   * -1 means absent (or tombstoned) in this view.
+   */
+  async versions (n: number, keyFor: (i: number, layer: number) => Buffer): Promise<Version[]> {
     const L = this.chain.length
     const keys: Buffer[] = new Array(n * L)
     for (let i = 0; i < n; i++) for (let j = 0; j < L; j++) keys[i * L + j] = keyFor(i, this.chain[j])
     const vals = await this.store.getMany(keys)
-    const out: Array<Buffer | undefined> = new Array(n)
+    const out: Version[] = new Array(n)
     for (let i = 0; i < n; i++) {
-      out[i] = undefined
+      out[i] = ABSENT
       for (let j = 0; j < L; j++) {
         const v = vals[i * L + j]
-        if (v !== undefined) { out[i] = v.length === 0 ? undefined : v; break }
+        if (v !== undefined) { out[i] = v.length === 0 ? ABSENT : { value: v, depth: j }; break }
       }
     }
     return out
-  }
-
-  /** Where in the chain a logical key's visible version lives: 0 = top layer, -1 = nowhere. */
-  async depth (keyFor: (layer: number) => Buffer): Promise<number> {
-    const vals = await this.store.getMany(this.chain.map(keyFor))
-    for (let j = 0; j < vals.length; j++) {
-      const v = vals[j]
-      if (v !== undefined) return v.length === 0 ? -1 : j
-    }
-    return -1
   }
 
   /**

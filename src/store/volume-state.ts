@@ -5,7 +5,7 @@ import {
   isStateKey, journalKey, layerOf, metaKey, prefixEnd, withLayer, xattrBase, xattrInodePrefix
 } from './keys.js'
 import { type Inode, decodeDirent, decodeInode, encodeDirent, encodeInode } from './inode.js'
-import { type BatchOp, LayerView, type Store } from './store.js'
+import { type BatchOp, LayerView, type Store, type Version } from './store.js'
 
 export interface FormatMeta { formatVersion: 1, volumeId: string, blockSize: number }
 
@@ -361,7 +361,7 @@ export class Tx {
     this.putBlock(n, idx, content, prev)
   }
 
-  private putBlock (n: Inode, idx: number, content: Buffer, prev: BlockVersion | undefined): void {
+  private putBlock (n: Inode, idx: number, content: Buffer, prev: Version | undefined): void {
     this.ops.push({ type: 'put', key: withLayer(blockBase(n.ino, idx), this.top), value: content })
     const prevLen = prev?.value?.length ?? 0
     n.bytes += content.length - prevLen
@@ -401,25 +401,12 @@ export class Tx {
     for (const idx of topHas) this.ops.push({ type: 'put', key: withLayer(blockBase(n.ino, idx), this.top), value: Buffer.alloc(0) })
   }
 
-  private async blocks (ino: number, first: number, count: number): Promise<BlockVersion[]> {
-    const L = this.view.chain.length
-    const keys: Buffer[] = []
-    for (let i = 0; i < count; i++) for (const l of this.view.chain) keys.push(withLayer(blockBase(ino, first + i), l))
-    const vals = await this.state.store.getMany(keys)
-    const out: BlockVersion[] = []
-    for (let i = 0; i < count; i++) {
-      let found: BlockVersion = { value: undefined, depth: -1 }
-      for (let j = 0; j < L; j++) {
-        const v = vals[i * L + j]
-        if (v !== undefined) { found = { value: v.length === 0 ? undefined : v, depth: v.length === 0 ? -1 : j }; break }
-      }
-      out.push(found)
-    }
-    return out
+  private async blocks (ino: number, first: number, count: number): Promise<Version[]> {
+    return await this.view.versions(count, (i, l) => withLayer(blockBase(ino, first + i), l))
   }
 }
 
-interface BlockVersion { value: Buffer | undefined, depth: number }
+
 
 const XATTR_MARK = Buffer.from([1])
 
