@@ -1,14 +1,12 @@
 // replfs benchmark: replfs mount vs plain directory vs fuse-native passthrough vs raw LevelDB.
-// Env: BENCH_DIR (default /tmp), BENCH_BYTES (default 1G; suffix K/M/G), BENCH_FILES (default 10000).
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+// Env: BENCH_DIR (default /tmp), BENCH_BYTES (default 1G; suffix K/M/G), BENCH_FILES (default 10000),
+// BENCH_LAG_SECONDS (default 15: the replication lag test), BENCH_SECTIONS (default all; comma list of
+// plain,passthrough,replfs,replication,leveldb — replication needs replfs, for quick partial runs).
 import fsp from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join, resolve } from 'node:path'
 import { dropCaches, leveldb, MiB, seqRead, seqWrite, smallFiles, type SmallResult } from './fsbench.js'
-
-const here = dirname(fileURLToPath(import.meta.url)) // dist/bench
-const root = resolve(here, '..', '..')
+import { cleanupAll, root, startMount, stopMount, vmHWM } from './mounts.js'
+import { replicationBench, type ReplicationResults } from './replication.js'
 
 function parseSize (s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(s.trim())
@@ -20,83 +18,17 @@ function parseSize (s: string): number {
 const BYTES = parseSize(process.env.BENCH_BYTES ?? '1G')
 const FILES = Number(process.env.BENCH_FILES ?? '10000')
 const BASE = resolve(process.env.BENCH_DIR ?? '/tmp')
-
-// ---- child processes and mounts, always cleaned up ----
-const children = new Set<ChildProcess>()
-const mounts = new Set<string>()
-const stopping = new Set<ChildProcess>()
-
-function isMounted (mnt: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === mnt)
-}
-
-async function waitExit (child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return true
-  return await new Promise(resolve => {
-    const t = setTimeout(() => resolve(false), ms)
-    child.once('exit', () => { clearTimeout(t); resolve(true) })
-  })
-}
-
-interface Mounted { child: ChildProcess, mnt: string, stderr: () => string }
-
-async function startMount (kind: 'replfs' | 'passthrough', mnt: string, src: string): Promise<Mounted> {
-  const args = kind === 'replfs'
-    ? [join(root, 'bin', 'replfs'), 'mount', mnt, '--store', src, '--foreground']
-    : [join(here, 'passthrough.js'), mnt, src]
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  children.add(child)
-  mounts.add(mnt)
-  let out = ''
-  let err = ''
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString() })
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); if (err.length > 1e6) err = err.slice(-5e5) })
-  child.once('exit', (code, sig) => {
-    children.delete(child)
-    if (!stopping.has(child)) console.error(`${kind} mount process ${child.pid} exited unexpectedly (${code ?? sig}); stderr tail:\n${err.slice(-3000)}`)
-  })
-  const t0 = Date.now()
-  for (;;) {
-    const ready = kind === 'replfs' ? err.includes('"msg":"mounted"') : out.includes('ready')
-    if (ready && isMounted(mnt)) break
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${kind} mount process exited (${child.exitCode ?? child.signalCode}): ${err.slice(-2000)}`)
-    if (Date.now() - t0 > 60000) throw new Error(`${kind} did not mount within 60 s: ${err.slice(-2000)}`)
-    await new Promise(r => setTimeout(r, 50))
-  }
-  return { child, mnt, stderr: () => err }
-}
-
-async function stopMount (m: Mounted): Promise<void> {
-  stopping.add(m.child)
-  m.child.kill('SIGTERM')
-  if (!await waitExit(m.child, 120000)) {
-    console.error(`warning: ${m.mnt} process did not exit after SIGTERM; killing`)
-    m.child.kill('SIGKILL')
-    await waitExit(m.child, 5000)
-  }
-  if (isMounted(m.mnt)) { try { execFileSync('fusermount', ['-uz', m.mnt]) } catch {} }
-  mounts.delete(m.mnt)
-}
-
-async function cleanupAll (): Promise<void> {
-  for (const c of [...children]) {
-    stopping.add(c)
-    c.kill('SIGTERM')
-    if (!await waitExit(c, 30000)) { c.kill('SIGKILL'); await waitExit(c, 5000) }
-  }
-  for (const m of mounts) if (isMounted(m)) { try { execFileSync('fusermount', ['-uz', m]) } catch {} }
-  mounts.clear()
-}
-
-function vmHWM (pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return m === null ? NaN : Number(m[1]) * 1024
-}
+const LAG_SECONDS = Number(process.env.BENCH_LAG_SECONDS ?? '15')
+const ALL_SECTIONS = ['plain', 'passthrough', 'replfs', 'replication', 'leveldb'] as const
+const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? ALL_SECTIONS.join(',')).split(',').map(x => x.trim()).filter(x => x !== ''))
+for (const x of SECTIONS) if (!(ALL_SECTIONS as readonly string[]).includes(x)) throw new Error(`BENCH_SECTIONS: unknown section ${x}`)
+if (SECTIONS.has('replication') && !SECTIONS.has('replfs')) throw new Error('BENCH_SECTIONS: replication needs replfs (its ratios are to the unreplicated mount)')
 
 // ---- the runs ----
 interface FsResult { write: number, read: number, small: SmallResult }
 type Results = {
   plain: FsResult, passthrough: FsResult, replfs: FsResult & { peakRssWriteBytes: number, peakRssReadBytes: number, peakRssEndBytes: number }, leveldb: { write: number, read: number }
+  replication: ReplicationResults
 }
 
 async function fsTarget (name: string, dir: string, remount?: () => Promise<void>, afterWrite?: () => void, afterRead?: () => void): Promise<FsResult> {
@@ -116,15 +48,20 @@ async function fsTarget (name: string, dir: string, remount?: () => Promise<void
 
 async function main (): Promise<void> {
   const work = await fsp.mkdtemp(join(BASE, 'replfs-bench-'))
-  console.error(`work dir ${work}; ${BYTES} bytes, ${FILES} files`)
+  // Control sockets of the bench's mounts (mount processes, status and verify calls inherit it).
+  process.env.REPLFS_RUN_DIR = join(work, 'run')
+  console.error(`work dir ${work}; ${BYTES} bytes, ${FILES} files; sections ${[...SECTIONS].join(',')}`)
   const results: Partial<Results> = {}
   try {
+    if (SECTIONS.has('plain')) {
     // (b) plain directory
     const plain = join(work, 'plain')
     await fsp.mkdir(plain)
     dropCaches()
     results.plain = await fsTarget('plain', plain)
     await fsp.rm(plain, { recursive: true, force: true })
+    }
+    if (SECTIONS.has('passthrough')) {
 
     // (c) fuse-native passthrough in a child process
     const ptSrc = join(work, 'pt-src')
@@ -135,6 +72,8 @@ async function main (): Promise<void> {
     results.passthrough = await fsTarget('passthrough', ptMnt, async () => { await stopMount(pt); pt = await startMount('passthrough', ptMnt, ptSrc) })
     await stopMount(pt)
     await fsp.rm(ptSrc, { recursive: true, force: true })
+    }
+    if (SECTIONS.has('replfs')) {
 
     // (a) replfs
     const store = join(work, 'replfs-store')
@@ -152,40 +91,69 @@ async function main (): Promise<void> {
     await stopMount(rf)
     results.replfs = { ...r, peakRssWriteBytes: peakWrite, peakRssReadBytes: peakRead, peakRssEndBytes: peakEnd }
     await fsp.rm(store, { recursive: true, force: true })
+    }
+    // (e) replication: primary + secondary over loopback, against the unreplicated replfs write above
+    if (SECTIONS.has('replication')) results.replication = await replicationBench(work, BYTES, results.replfs!.write, LAG_SECONDS)
+    if (SECTIONS.has('leveldb')) {
 
     // (d) raw LevelDB
     console.error('[leveldb] write + iterate')
     dropCaches()
     results.leveldb = await leveldb(join(work, 'leveldb'), BYTES)
+    }
   } finally {
     await cleanupAll()
     await fsp.rm(work, { recursive: true, force: true }).catch(e => console.error(`warning: cannot remove ${work}: ${(e as Error).message}`))
   }
-  await report(results as Results)
+  await report(results)
 }
 
-async function report (r: Results): Promise<void> {
-  const f = (x: number): string => x >= 100 ? x.toFixed(0) : x.toFixed(1)
+async function report (r: Partial<Results>): Promise<void> {
+  const f = (x: number | undefined): string => x === undefined || !Number.isFinite(x) ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(1)
+  const x = (a: number | undefined, b: number | undefined): string => a === undefined || b === undefined ? '-' : `${(a / b).toFixed(2)}x`
   const rows: Array<[string, string, string, string, string]> = [
     ['', 'replfs', 'plain', 'passthrough', 'leveldb'],
-    ['seq write MB/s', f(r.replfs.write), f(r.plain.write), f(r.passthrough.write), f(r.leveldb.write)],
-    ['seq read MB/s', f(r.replfs.read), f(r.plain.read), f(r.passthrough.read), f(r.leveldb.read)],
-    ['create 4K files/s', f(r.replfs.small.create), f(r.plain.small.create), f(r.passthrough.small.create), '-'],
-    ['stat files/s', f(r.replfs.small.stat), f(r.plain.small.stat), f(r.passthrough.small.stat), '-'],
-    ['delete files/s', f(r.replfs.small.delete), f(r.plain.small.delete), f(r.passthrough.small.delete), '-']
+    ['seq write MB/s', f(r.replfs?.write), f(r.plain?.write), f(r.passthrough?.write), f(r.leveldb?.write)],
+    ['seq read MB/s', f(r.replfs?.read), f(r.plain?.read), f(r.passthrough?.read), f(r.leveldb?.read)],
+    ['create 4K files/s', f(r.replfs?.small.create), f(r.plain?.small.create), f(r.passthrough?.small.create), '-'],
+    ['stat files/s', f(r.replfs?.small.stat), f(r.plain?.small.stat), f(r.passthrough?.small.stat), '-'],
+    ['delete files/s', f(r.replfs?.small.delete), f(r.plain?.small.delete), f(r.passthrough?.small.delete), '-']
   ]
   const w = [0, 1, 2, 3, 4].map(i => Math.max(...rows.map(row => row[i].length)))
   console.log(`\nreplfs benchmark: ${BYTES / MiB} MiB sequential (1 MiB writes + fsync), ${FILES} x 4 KiB files, dir ${BASE} (MB = MiB)`)
   for (const row of rows) console.log(row.map((c, i) => i === 0 ? c.padEnd(w[i]) : c.padStart(w[i])).join('  '))
-  const x = (a: number, b: number): string => `${(a / b).toFixed(2)}x`
   console.log('')
-  console.log(`write: ${f(r.replfs.write)} MB/s = ${x(r.replfs.write, r.plain.write)} plain, ${x(r.replfs.write, r.passthrough.write)} passthrough, ${x(r.replfs.write, r.leveldb.write)} leveldb`)
-  console.log(`read: ${f(r.replfs.read)} MB/s = ${x(r.replfs.read, r.plain.read)} plain, ${x(r.replfs.read, r.passthrough.read)} passthrough, ${x(r.replfs.read, r.leveldb.read)} leveldb`)
-  for (const k of ['create', 'stat', 'delete'] as const) {
-    console.log(`${k}: ${f(r.replfs.small[k])} files/s = ${x(r.replfs.small[k], r.plain.small[k])} plain, ${x(r.replfs.small[k], r.passthrough.small[k])} passthrough`)
+  if (r.replfs !== undefined) {
+    console.log(`write: ${f(r.replfs.write)} MB/s = ${x(r.replfs.write, r.plain?.write)} plain, ${x(r.replfs.write, r.passthrough?.write)} passthrough, ${x(r.replfs.write, r.leveldb?.write)} leveldb`)
+    console.log(`read: ${f(r.replfs.read)} MB/s = ${x(r.replfs.read, r.plain?.read)} plain, ${x(r.replfs.read, r.passthrough?.read)} passthrough, ${x(r.replfs.read, r.leveldb?.read)} leveldb`)
+    for (const k of ['create', 'stat', 'delete'] as const) {
+      console.log(`${k}: ${f(r.replfs.small[k])} files/s = ${x(r.replfs.small[k], r.plain?.small[k])} plain, ${x(r.replfs.small[k], r.passthrough?.small[k])} passthrough`)
+    }
+    console.log(`replfs mount process peak RSS (VmHWM): ${(r.replfs.peakRssWriteBytes / MiB).toFixed(0)} MiB after the write (first mount); remounted process: ${(r.replfs.peakRssReadBytes / MiB).toFixed(0)} MiB after the read, ${(r.replfs.peakRssEndBytes / MiB).toFixed(0)} MiB after the small files`)
   }
-  console.log(`replfs mount process peak RSS (VmHWM): ${(r.replfs.peakRssWriteBytes / MiB).toFixed(0)} MiB after the write (first mount); remounted process: ${(r.replfs.peakRssReadBytes / MiB).toFixed(0)} MiB after the read, ${(r.replfs.peakRssEndBytes / MiB).toFixed(0)} MiB after the small files`)
-  const json = { date: new Date().toISOString(), bytes: BYTES, files: FILES, dir: BASE, node: process.version, units: { write: 'MiB/s', read: 'MiB/s', small: 'files/s', rss: 'bytes' }, results: r }
+  const rep = r.replication
+  if (rep !== undefined) {
+    const ok = (v: boolean): string => v ? 'ok' : 'MISSED'
+    const ms = (v: number | null | undefined): string => v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(1)
+    console.log(`\nreplication (primary -> secondary over loopback TCP, fresh stores per config; ratios to the unreplicated replfs write above, ${f(r.replfs?.write)} MB/s):`)
+    const rr: string[][] = [['', 'write MB/s', 'x unrepl', 'target', 'wire B/B', 'lag at end', 'catch-up s', 'cpu s prim/sec', 'ack p50/p99 ms']]
+    for (const m of [rep.async, rep.sync]) {
+      rr.push([`seq write ${m.mode}`, f(m.write), `${m.ratio.toFixed(2)}x`, `${m.mode === 'async' ? '>=0.80' : '>=0.50'} ${ok(m.ratio >= (m.mode === 'async' ? 0.8 : 0.5))}`,
+        `${m.wireRatioOut.toFixed(3)} ${ok(m.wireRatioOut <= 1.4)}`, `${String(m.atWriteEnd.lagRecords)} rec/${((m.atWriteEnd.lagBytes ?? 0) / MiB).toFixed(0)} MiB`, m.catchUpSeconds.toFixed(2),
+        `${m.cpuSeconds.primary.toFixed(1)}/${m.cpuSeconds.secondary.toFixed(1)}`, `${ms(m.ackLatencyMs.p50)}/${ms(m.ackLatencyMs.p99)}`])
+    }
+    const rw = rr[0].map((_c, i) => Math.max(...rr.map(row => row[i].length)))
+    for (const row of rr) console.log(row.map((c, i) => i === 0 ? c.padEnd(rw[i]) : c.padStart(rw[i])).join('  '))
+    const v = rep.async.verify
+    console.log(`async: secondary caught up ${rep.async.catchUpSeconds.toFixed(2)} s after the write returned; replfs verify: ${v === undefined ? 'not run' : `${v.ok ? 'identical' : 'FAILED'} (${v.detail}, ${v.seconds.toFixed(1)} s)`}`)
+    console.log(`wire bytes per byte written: async out ${rep.async.wireRatioOut.toFixed(3)} / in ${rep.async.wireRatioIn.toFixed(3)}, sync out ${rep.sync.wireRatioOut.toFixed(3)} / in ${rep.sync.wireRatioIn.toFixed(3)} (target <= 1.4)`)
+    const l = rep.lag
+    console.log(`lag under load (async, ${l.writeSize / 1024} KiB writes paced to ${f(l.targetMiBps)} MB/s = half the async write rate, achieved ${f(l.achievedMiBps)} MB/s, ${l.seconds} s):`)
+    console.log(`  primary ackLatencyMs (commit -> secondary ack): p50 ${ms(l.ackLatencyMs.p50)} ms, p99 ${ms(l.ackLatencyMs.p99)} ms (${l.ackLatencyMs.samples} samples; worst p99 seen during the run ${ms(l.ackLatencyMs.maxP99Seen)} ms) target p99 < 100: ${ok((l.ackLatencyMs.maxP99Seen ?? Infinity) < 100)}`)
+    console.log(`  end to end (marker file written on the primary every 50 ms until visible on the secondary mount): p50 ${ms(l.endToEndMs.p50)} ms, p99 ${ms(l.endToEndMs.p99)} ms, max ${ms(l.endToEndMs.max)} ms (${l.endToEndMs.samples} markers, ${l.endToEndMs.missing} not seen) target p99 < 100: ${ok(l.endToEndMs.p99 < 100)}`)
+    console.log(`  marker write on the primary: p50 ${ms(l.markerLocalMs.p50)} ms, p99 ${ms(l.markerLocalMs.p99)} ms; status samples: max lagRecords ${l.maxLagRecords}, max lagBytes ${(l.maxLagBytes / MiB).toFixed(1)} MiB, max lagSeconds ${l.maxLagSeconds}; caught up ${l.catchUpSeconds.toFixed(2)} s after the load`)
+  }
+  const json = { date: new Date().toISOString(), bytes: BYTES, files: FILES, dir: BASE, node: process.version, sections: [...SECTIONS], units: { write: 'MiB/s', read: 'MiB/s', small: 'files/s', rss: 'bytes', latency: 'ms', wire: 'bytes on the wire per byte written' }, results: r }
   const outDir = join(root, 'bench', 'results')
   await fsp.mkdir(outDir, { recursive: true })
   await fsp.writeFile(join(outDir, 'latest.json'), JSON.stringify(json, null, 2) + '\n')

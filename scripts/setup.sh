@@ -8,6 +8,7 @@ dpkg -s fuse >/dev/null 2>&1 || need_apt+=(fuse)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v attr >/dev/null 2>&1 || command -v getfattr >/dev/null 2>&1 || need_apt+=(attr)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"

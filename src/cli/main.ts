@@ -4,6 +4,7 @@ import { registerInit } from './init.js'
 import { registerMount } from './mount.js'
 import { registerStatus } from './status.js'
 import { registerUmount } from './umount.js'
+import { registerVerify } from './verify.js'
 import { reportError } from './util.js'
 
 const program = new Command()
@@ -16,5 +17,6 @@ registerMount(program)
 registerUmount(program)
 registerStatus(program)
 registerFsck(program)
+registerVerify(program)
 
 program.parseAsync(process.argv).catch(reportError)

@@ -6,6 +6,9 @@ import { MountDaemon } from '../daemon/mount-daemon.js'
 import { ReplfsError } from '../errors.js'
 import { createLogger } from '../util/logger.js'
 import { parseSize } from './util.js'
+import type { ReplicationConfig } from '../daemon/replication.js'
+import { parseEndpoint } from '../net/transport.js'
+import { readSecretFile } from '../repl/auth.js'
 
 interface MountFlags {
   store: string
@@ -15,6 +18,17 @@ interface MountFlags {
   allowOther?: boolean
   attrTimeout: string
   logFile?: string
+  role?: string
+  listen?: string
+  peer?: string
+  secretFile?: string
+  insecure?: boolean
+  mode: string
+  tlsCert?: string
+  tlsKey?: string
+  tlsCa?: string
+  journalSize: string
+  peerTimeout: string
 }
 
 export function registerMount (program: Command): void {
@@ -28,6 +42,17 @@ export function registerMount (program: Command): void {
     .option('--allow-other', 'let other users use the mount (permissions still apply, as on ext4)')
     .option('--attr-timeout <seconds>', 'how long the kernel may cache attributes and names', '1')
     .option('--log-file <file>', 'where a background volume process logs (default /var/log/replfs/<mountpoint>.log)')
+    .option('--role <role>', 'replicate: primary (writable, ships every change to --peer) or secondary (read-only replica)')
+    .option('--listen <host:port>', 'replication address this node listens on (both roles)')
+    .option('--peer <host:port>', 'the other node\'s --listen address')
+    .option('--secret-file <file>', 'shared secret both nodes prove they hold (mode 0600; make one with: head -c 32 /dev/urandom | base64)')
+    .option('--insecure', 'replicate without authentication (trusted test networks only)')
+    .option('--mode <mode>', 'sync: a write returns once the secondary holds it durably; async: once it is committed here', 'sync')
+    .option('--tls-cert <file>', 'this node\'s TLS certificate (with --tls-key and --tls-ca: replicate over TLS)')
+    .option('--tls-key <file>', 'this node\'s TLS private key')
+    .option('--tls-ca <file>', 'the CA that signed both nodes\' certificates')
+    .option('--journal-size <bytes>', 'journal kept for a lagging or disconnected peer; beyond it the peer gets a full copy', '1G')
+    .option('--peer-timeout <seconds>', 'drop the peer connection after this long without a frame (pings flow every 2 s)', '15')
     .action(async (mnt: string, o: MountFlags) => {
       if (o.foreground === true) await runForeground(mnt, o)
       else await runBackground(mnt, o)
@@ -43,6 +68,7 @@ async function runForeground (mnt: string, o: MountFlags): Promise<void> {
     sizeLimit: o.size === undefined ? undefined : parseSize(o.size),
     allowOther: o.allowOther,
     attrTimeout: Number(o.attrTimeout),
+    replication: await replicationConfig(o),
     logger
   })
   try {
@@ -68,7 +94,42 @@ async function runForeground (mnt: string, o: MountFlags): Promise<void> {
   process.exit(process.exitCode ?? 0)
 }
 
+/** Checks the replication flags as a set; mistakes are reported before anything is mounted. */
+async function replicationConfig (o: MountFlags): Promise<ReplicationConfig | undefined> {
+  const given = [o.listen, o.peer, o.secretFile, o.insecure, o.tlsCert, o.tlsKey, o.tlsCa].some(v => v !== undefined)
+  if (o.role === undefined) {
+    if (given) throw new ReplfsError('BAD_ARGUMENT', 'replication flags need --role primary or --role secondary')
+    return undefined
+  }
+  if (o.role !== 'primary' && o.role !== 'secondary') throw new ReplfsError('BAD_ARGUMENT', `--role must be primary or secondary, not '${o.role}'`)
+  if (o.listen === undefined || o.peer === undefined) {
+    throw new ReplfsError('BAD_ARGUMENT', '--role needs --listen and --peer', { hint: 'e.g. --listen 0.0.0.0:7410 --peer otherhost:7410' })
+  }
+  if (o.mode !== 'sync' && o.mode !== 'async') throw new ReplfsError('BAD_ARGUMENT', `--mode must be sync or async, not '${o.mode}'`)
+  if (o.secretFile === undefined && o.insecure !== true) {
+    throw new ReplfsError('BAD_ARGUMENT', 'replication needs --secret-file (or --insecure on a trusted network)', {
+      hint: 'Make one on one host and copy it to the other: head -c 32 /dev/urandom | base64 > /etc/replfs/data.secret; chmod 600 /etc/replfs/data.secret'
+    })
+  }
+  if (o.secretFile !== undefined && o.insecure === true) throw new ReplfsError('BAD_ARGUMENT', 'give either --secret-file or --insecure, not both')
+  const tlsGiven = [o.tlsCert, o.tlsKey, o.tlsCa].filter(v => v !== undefined).length
+  if (tlsGiven !== 0 && tlsGiven !== 3) throw new ReplfsError('BAD_ARGUMENT', 'TLS needs all three of --tls-cert, --tls-key and --tls-ca')
+  const timeout = Number(o.peerTimeout)
+  if (!(timeout > 0)) throw new ReplfsError('BAD_ARGUMENT', `--peer-timeout must be a positive number of seconds, not '${o.peerTimeout}'`)
+  return {
+    role: o.role,
+    listen: parseEndpoint(o.listen, '--listen'),
+    peer: parseEndpoint(o.peer, '--peer'),
+    secret: o.secretFile === undefined ? null : await readSecretFile(o.secretFile),
+    mode: o.mode,
+    tls: tlsGiven === 3 ? { cert: o.tlsCert!, key: o.tlsKey!, ca: o.tlsCa! } : null,
+    journalBytes: parseSize(o.journalSize),
+    channel: { idleTimeoutMs: timeout * 1000, pingIntervalMs: Math.min(2000, timeout * 250) }
+  }
+}
+
 async function runBackground (mnt: string, o: MountFlags): Promise<void> {
+  await replicationConfig(o)
   const logFile = o.logFile ?? `/var/log/replfs/${resolve(mnt).replace(/^\//, '').replace(/\//g, '-') || 'root'}.log`
   mkdirSync(dirname(logFile), { recursive: true })
   const fd = openSync(logFile, 'a')

@@ -9,6 +9,17 @@ export function registerStatus (program: Command): void {
     .action(async (mnt: string, o: { json?: boolean }) => {
       const s = await callControl(mnt, { cmd: 'status' }) as Record<string, unknown>
       if (o.json === true) { process.stdout.write(JSON.stringify(s, null, 2) + '\n'); return }
-      for (const [k, v] of Object.entries(s)) process.stdout.write(`${k}: ${String(v)}\n`)
+      print(s, '')
     })
+}
+
+function print (o: Record<string, unknown>, indent: string): void {
+  for (const [k, v] of Object.entries(o)) {
+    if (v !== null && typeof v === 'object') {
+      process.stdout.write(`${indent}${k}:\n`)
+      print(v as Record<string, unknown>, indent + '  ')
+    } else {
+      process.stdout.write(`${indent}${k}: ${String(v)}\n`)
+    }
+  }
 }

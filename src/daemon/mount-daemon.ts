@@ -5,6 +5,7 @@ import { FuseMount, isMounted } from '../fuse/mount.js'
 import type { Volume } from '../fs/volume.js'
 import { controlSocketPath, serveControl } from './control.js'
 import { defaultSizeLimit, makeVolume, openVolume, type OpenedVolume } from './open-volume.js'
+import { type ReplicationConfig, VolumeReplication } from './replication.js'
 
 export interface MountDaemonOptions {
   store: string
@@ -13,6 +14,7 @@ export interface MountDaemonOptions {
   sizeLimit?: number
   allowOther?: boolean
   attrTimeout?: number
+  replication?: ReplicationConfig
   logger: Logger
 }
 
@@ -26,6 +28,7 @@ export class MountDaemon {
   private vol!: Volume
   private fuse!: FuseMount
   private control: Server | null = null
+  private repl: VolumeReplication | null = null
   private watch: NodeJS.Timeout | null = null
   private stopping: Promise<void> | null = null
   readonly stopped: Promise<void>
@@ -38,18 +41,26 @@ export class MountDaemon {
   }
 
   async start (): Promise<void> {
-    this.opened = await openVolume(this.opts.store, { create: this.opts.create, logger: this.log })
-    const volumeId = this.opened.state.format!.volumeId
+    const secondary = this.opts.replication?.role === 'secondary'
+    // A secondary's store starts empty: its volume (init record or full copy) comes from the primary.
+    this.opened = await openVolume(this.opts.store, { create: this.opts.create || secondary, replay: secondary, logger: this.log })
+    const volumeId = this.opened.state.format?.volumeId ?? 'none-yet'
     try {
       const sizeLimit = this.opts.sizeLimit ?? await defaultSizeLimit(this.opts.store, this.opened.state.counters.usedBytes)
-      this.vol = makeVolume(this.opened, { sizeLimit, logger: this.log })
-      const purged = await this.vol.purgeOrphans()
-      if (purged > 0) this.log.info({ purged }, 'freed files that were unlinked while open when the volume last stopped')
+      this.vol = makeVolume(this.opened, { sizeLimit, readOnly: secondary, logger: this.log })
+      if (!secondary) {
+        // A secondary's orphans are freed by the primary's purge records, never on its own.
+        const purged = await this.vol.purgeOrphans()
+        if (purged > 0) this.log.info({ purged }, 'freed files that were unlinked while open when the volume last stopped')
+      }
+      if (this.opts.replication !== undefined) this.repl = await VolumeReplication.start(this.opts.replication, this.opened, this.log)
       this.fuse = new FuseMount(this.opts.mountpoint, this.vol, {
         allowOther: this.opts.allowOther, attrTimeout: this.opts.attrTimeout, fsname: `replfs:${volumeId.slice(0, 8)}`, logger: this.log
       })
       await this.fuse.mount()
     } catch (err) {
+      await this.repl?.stop().catch(() => {})
+      await this.repl?.closeJournal().catch(() => {})
       await this.opened.store.close().catch(() => {})
       throw err
     }
@@ -68,6 +79,9 @@ export class MountDaemon {
   private async command (req: { cmd: string }): Promise<unknown> {
     switch (req.cmd) {
       case 'status': return this.status()
+      case 'verify':
+        if (this.repl === null) throw Object.assign(new Error('this volume is not replicated'), { code: 'BAD_ARGUMENT' })
+        return await this.repl.verify()
       case 'unmount':
         setImmediate(() => { void this.stop() })
         return { unmounting: this.opts.mountpoint }
@@ -81,12 +95,13 @@ export class MountDaemon {
       mountpoint: this.opts.mountpoint,
       store: this.opts.store,
       volume: s.format?.volumeId,
-      role: 'standalone',
+      role: this.opts.replication?.role ?? 'standalone',
       seq: s.counters.seq,
       usedBytes: s.counters.usedBytes,
       inodes: s.counters.inodes,
       sizeLimit: this.vol.sizeLimit,
-      pid: process.pid
+      pid: process.pid,
+      ...(this.repl === null ? {} : { replication: this.repl.status() })
     }
   }
 
@@ -101,8 +116,11 @@ export class MountDaemon {
       } catch (err) {
         this.log.error({ err }, 'unmount failed')
       }
+      await this.repl?.stop().catch(err => this.log.error({ err }, 'replication did not stop cleanly'))
       await this.opened.log.settle().catch(err => this.log.error({ err }, 'pending records failed at stop'))
+      await this.opened.log.journal?.sync().catch(err => this.log.error({ err }, 'journal sync failed at stop'))
       await this.opened.store.sync().catch(() => {})
+      await this.repl?.closeJournal().catch(err => this.log.error({ err }, 'journal close failed'))
       await this.opened.store.close()
       this.log.info({ seq: this.opened.state.counters.seq }, 'unmounted; store closed')
       this.resolveStopped()

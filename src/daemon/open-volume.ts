@@ -6,6 +6,7 @@ import { nowNs } from '../fs/clock.js'
 import { RecordLog } from '../log/record-log.js'
 import { BLOCK_SIZE } from '../store/keys.js'
 import { Store } from '../store/store.js'
+import { discardPartialCopy } from '../store/state-transfer.js'
 import { VolumeState, newVolumeId } from '../store/volume-state.js'
 
 export interface OpenedVolume {
@@ -14,18 +15,22 @@ export interface OpenedVolume {
   log: RecordLog
 }
 
-/** Opens a store (creating and initialising it when `create`), ready for records. */
 /**
- * `replay`: leave a new store empty, for a stream of records (starting with init) made elsewhere.
+ * Opens a store (creating and initialising it when `create`), ready for records. `replay`: leave
+ * a new store empty, for a stream of records (starting with init) made elsewhere.
  */
 export async function openVolume (dir: string, opts: { create: boolean, logger: Logger, mode?: number, replay?: boolean }): Promise<OpenedVolume> {
   const store = await Store.open(dir, { create: opts.create, logger: opts.logger })
   try {
+    if (await discardPartialCopy(store)) {
+      opts.logger.warn({ store: dir }, 'a full copy from the primary was interrupted; the store was emptied and will be copied again')
+    }
     const state = await VolumeState.load(store)
     const log = new RecordLog(state, opts.logger)
     store.onReset = async err => {
       opts.logger.error({ err }, 'reloading volume state after a failed write')
       await state.reload()
+      log.rolledBack()
     }
     if (state.format === null && opts.replay !== true) {
       if (!opts.create) throw new ReplfsError('STORE_MISSING', `${dir} holds no replfs volume`, { hint: `Create one with: replfs init --store ${dir}` })

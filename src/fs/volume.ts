@@ -58,6 +58,11 @@ const FRSIZE = 4096
 
 interface Handle { ino: number, flags: number }
 
+const EMPTY_ROOT: Inode = {
+  ino: ROOT_INO, mode: S_IFDIR | 0o755, uid: 0, gid: 0, nlink: 2, size: 0, bytes: 0, rdev: 0,
+  atime: 0n, mtime: 0n, ctime: 0n, btime: 0n, parent: ROOT_INO, target: Buffer.alloc(0)
+}
+
 /**
  * libfuse (without hard_remove) renames a file that is unlinked while open to this name and
  * unlinks that name at the last close. We turn the rename into an unlink that keeps the inode as
@@ -413,8 +418,7 @@ export class Volume {
 
   /** Makes everything written so far durable on disk. */
   async fsync (): Promise<void> {
-    await this.log.settle()
-    await this.state.store.sync()
+    await this.log.sync()
   }
 
   // ---- helpers ----
@@ -447,7 +451,11 @@ export class Volume {
       return h
     }
     let n = await this.state.inode(ROOT_INO)
-    if (n === undefined) throw fsError('EIO', 'volume has no root')
+    if (n === undefined) {
+      // A replica that has not received its volume yet shows an empty directory.
+      if (this.readOnly && this.state.format === null) return EMPTY_ROOT
+      throw fsError('EIO', 'volume has no root')
+    }
     for (const name of components(path)) {
       if (!isDir(n)) throw fsError('ENOTDIR', path)
       const e = await this.state.lookup(n.ino, name)

@@ -23,6 +23,12 @@ export interface EncodeOptions {
 }
 
 export function encodeRecord (rec: LogRecord, opts: EncodeOptions = {}): Buffer {
+  const parts = encodeRecordParts(rec, opts)
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts)
+}
+
+/** The encoding as [header, payload?], so callers that only hash or write it need not copy the payload. */
+export function encodeRecordParts (rec: LogRecord, opts: EncodeOptions = {}): Buffer[] {
   const payloadField = PAYLOAD_FIELD[rec.type]
   const fields: Record<string, unknown> = {}
   let payload: Buffer | undefined
@@ -39,8 +45,9 @@ export function encodeRecord (rec: LogRecord, opts: EncodeOptions = {}): Buffer 
   head[0] = RECORD_VERSION
   head[1] = TYPE_CODES[rec.type]
   head.writeUInt32BE(json.length, 2)
-  if (payload === undefined || omit) return Buffer.concat([head, json])
-  return Buffer.concat([head, json, payload])
+  const header = Buffer.concat([head, json])
+  if (payload === undefined || omit) return [header]
+  return [header, payload]
 }
 
 export function decodeRecord (buf: Buffer): LogRecord {

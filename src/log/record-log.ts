@@ -1,10 +1,19 @@
+import { crc32 } from 'node:zlib'
 import type { Logger } from 'pino'
+import { ReplfsError } from '../errors.js'
 import type { VolumeState } from '../store/volume-state.js'
 import { applyRecord } from './apply.js'
-import { encodeRecord } from './codec.js'
+import { encodeRecord, encodeRecordParts } from './codec.js'
 import type { LogRecord } from './records.js'
 
 export interface Committed { seq: number, durable: Promise<void> }
+
+/** Where whole records (payload included) are kept for a peer: see journal-file.ts. */
+export interface RecordJournal {
+  append: (seq: number, record: Buffer) => void
+  sync: () => Promise<void>
+  truncateAfter: (seq: number) => void
+}
 
 /**
  * The ordered stream of records of one volume. Records are made, applied and given their
@@ -14,8 +23,20 @@ export interface Committed { seq: number, durable: Promise<void> }
 export class RecordLog {
   private tail: Promise<unknown> = Promise.resolve()
   private readonly listeners = new Set<(seq: number, rec: LogRecord) => void>()
+  private readonly commitListeners = new Set<(seq: number) => void>()
+  /** Whole records go here too when a peer may need them. */
+  journal: RecordJournal | null = null
+  /**
+   * Sync replication: resolves once the peer holds `seq` durably. A record's `durable` waits
+   * for it, so an application's write returns only then.
+   */
+  replicated: ((seq: number) => Promise<void>) | null = null
+  /** Highest seq whose batch LevelDB has taken: only these may leave the host. */
+  committedSeq: number
 
-  constructor (readonly state: VolumeState, private readonly logger: Logger) {}
+  constructor (readonly state: VolumeState, private readonly logger: Logger) {
+    this.committedSeq = state.counters.seq
+  }
 
   /**
    * Runs `make` under the lock: it checks the current state and returns the record to apply
@@ -23,24 +44,32 @@ export class RecordLog {
    * `durable` resolving once LevelDB holds it (on disk if `sync`).
    */
   submit<T extends LogRecord> (make: () => Promise<T | null> | T | null, opts: { sync?: boolean } = {}): Promise<(Committed & { record: T }) | null> {
-    const run = async (): Promise<(Committed & { record: T }) | null> => {
+    return this.locked(async () => {
       // Checks must see the state as stored: wait out any recovery from a failed write first.
       await this.state.store.ready()
       const rec = await make()
       if (rec === null) return null
       return { ...this.applyLocked(rec, opts.sync ?? false, await this.prepare(rec)), record: rec }
-    }
-    const p = this.tail.then(run, run)
-    this.tail = p.catch(() => {})
-    return p
+    })
   }
 
-  /** Applies a record made elsewhere (a replica's stream, or a test replaying a journal). */
-  apply (rec: LogRecord, opts: { sync?: boolean } = {}): Promise<Committed> {
-    const run = async (): Promise<Committed> => this.applyLocked(rec, opts.sync ?? false, await this.prepare(rec))
-    const p = this.tail.then(run, run)
-    this.tail = p.catch(() => {})
-    return p
+  /**
+   * Applies a record made elsewhere (a replica's stream, or a test replaying a journal).
+   * `seq`: the number the record had where it was made; anything but the next one is refused.
+   */
+  apply (rec: LogRecord, opts: { sync?: boolean, seq?: number } = {}): Promise<Committed> {
+    return this.locked(async () => {
+      const next = this.state.counters.seq + 1
+      if (opts.seq !== undefined && opts.seq !== next) {
+        throw new ReplfsError('RECORD_INVALID', `record ${opts.seq} is out of sequence: the next one here is ${next}`)
+      }
+      return this.applyLocked(rec, opts.sync ?? false, await this.prepare(rec))
+    })
+  }
+
+  /** Runs `fn` with no record being made or applied meanwhile (consistent snapshots, bulk imports). */
+  exclusive<T> (fn: () => Promise<T>): Promise<T> {
+    return this.locked(fn)
   }
 
   /** Waits until everything submitted so far is applied and in LevelDB. */
@@ -49,9 +78,40 @@ export class RecordLog {
     await this.state.store.settle()
   }
 
+  /** fsync: everything so far on disk here, and at the peer too when replication is synchronous. */
+  async sync (): Promise<void> {
+    await this.settle()
+    await this.journal?.sync()
+    await this.state.store.sync()
+    await this.replicated?.(this.state.counters.seq)
+  }
+
   onRecord (fn: (seq: number, rec: LogRecord) => void): () => void {
     this.listeners.add(fn)
     return () => this.listeners.delete(fn)
+  }
+
+  /** Called with each new committedSeq. */
+  onCommitted (fn: (seq: number) => void): () => void {
+    this.commitListeners.add(fn)
+    return () => this.commitListeners.delete(fn)
+  }
+
+  /** After a failed write rolled the state back: forget journaled records that never landed. */
+  rolledBack (): void {
+    this.journal?.truncateAfter(this.state.counters.seq)
+    this.committedSeq = Math.min(this.committedSeq, this.state.counters.seq)
+  }
+
+  /** Jumps to a state installed wholesale (a full copy from the primary). */
+  resetTo (seq: number): void {
+    this.committedSeq = seq
+  }
+
+  private locked<T> (run: () => Promise<T>): Promise<T> {
+    const p = this.tail.then(run, run)
+    this.tail = p.catch(() => {})
+    return p
   }
 
   private async prepare (rec: LogRecord): Promise<ReturnType<VolumeState['begin']>> {
@@ -62,10 +122,19 @@ export class RecordLog {
   }
 
   private applyLocked (rec: LogRecord, sync: boolean, tx: ReturnType<VolumeState['begin']>): Committed {
-    const entry = encodeRecord(rec, { omitPayload: !this.state.journalPayloads })
-    const durable = this.state.commit(tx, entry, { sync })
-    const seq = this.state.counters.seq
-    durable.catch(err => this.logger.error({ err, seq, type: rec.type }, 'record not committed'))
+    const seq = this.state.counters.seq + 1
+    const parts = encodeRecordParts(rec)
+    // The journal first: if it cannot take the record (disk full), nothing is applied.
+    this.journal?.append(seq, parts.length === 1 ? parts[0] : Buffer.concat(parts))
+    tx.setLastRecord(seq, parts.reduce((crc, p) => crc32(p, crc), 0))
+    const local = this.state.commit(tx, encodeRecord(rec, { omitPayload: !this.state.journalPayloads }), { sync })
+    local.then(() => {
+      if (seq > this.committedSeq) {
+        this.committedSeq = seq
+        for (const fn of this.commitListeners) fn(seq)
+      }
+    }, err => this.logger.error({ err, seq, type: rec.type }, 'record not committed'))
+    const durable = this.replicated === null ? local : Promise.all([local, this.replicated(seq)]).then(() => {})
     for (const fn of this.listeners) fn(seq, rec)
     return { seq, durable }
   }

@@ -112,6 +112,22 @@ export function metaKey (name: string): Buffer {
   return Buffer.concat([Buffer.from([P_META]), Buffer.from(name)])
 }
 
+export function localKey (name: string): Buffer {
+  return Buffer.concat([Buffer.from([P_LOCAL]), Buffer.from(name)])
+}
+
+/** Key ranges that hold the replicated state, in key order (journal and local keys lie between and after). */
+export const STATE_RANGES: ReadonlyArray<readonly [Buffer, Buffer]> = [
+  [Buffer.from([P_BLOCK]), Buffer.from([P_BLOCK + 1])],
+  [Buffer.from([P_DIRENT]), Buffer.from([P_DIRENT + 1])],
+  [Buffer.from([P_INODE]), Buffer.from([P_INODE + 1])],
+  [Buffer.from([P_META]), Buffer.from([P_META + 1])],
+  [Buffer.from([P_XATTR]), Buffer.from([P_XATTR + 1])]
+]
+
+/** The journal's key range. */
+export const JOURNAL_RANGE: readonly [Buffer, Buffer] = [Buffer.from([P_JOURNAL]), Buffer.from([P_JOURNAL + 1])]
+
 export function journalKey (seq: number): Buffer {
   const k = Buffer.allocUnsafe(9)
   k[0] = P_JOURNAL

@@ -51,7 +51,7 @@ export class Store {
   private recovery: Promise<void> | null = null
   /** Set when a reopen failed: the next `ready()` tries again. */
   private needsRecovery: Error | null = null
-  /** A failed reopen: the next `ready()` tries again. */  /** Called after a failed write once the database is reopened: reload what you cached. */
+  /** Called after a failed write once the database is reopened: reload what you cached. */
   onReset: ((err: Error) => Promise<void>) | null = null
 
   private constructor (dir: string, db: ClassicLevel<Buffer, Buffer>, private readonly opts: StoreOptions) {
@@ -141,9 +141,9 @@ export class Store {
    * Iterates committed keys in [gte, lt). Waits for pending writes first, so the iterator sees
    * everything written before the call.
    */
-  async * iterate (gte: Buffer, lt: Buffer, opts: { values?: boolean, reverse?: boolean, limit?: number } = {}): AsyncGenerator<[Buffer, Buffer]> {
-    await this.settle()
-    const it = this.db.iterator({ gte, lt, keys: true, values: opts.values ?? true, reverse: opts.reverse ?? false, limit: opts.limit ?? -1 })
+  async * iterate (gte: Buffer, lt: Buffer, opts: { values?: boolean, reverse?: boolean, limit?: number, snapshot?: StoreSnapshot } = {}): AsyncGenerator<[Buffer, Buffer]> {
+    if (opts.snapshot === undefined) await this.settle()
+    const it = this.db.iterator({ gte, lt, keys: true, values: opts.values ?? true, reverse: opts.reverse ?? false, limit: opts.limit ?? -1, snapshot: opts.snapshot?.handle })
     try {
       while (true) {
         const entries = await it.nextv(256)
@@ -153,6 +153,26 @@ export class Store {
     } finally {
       await it.close()
     }
+  }
+
+  /**
+   * A frozen view of everything written so far: pending writes are committed first, and later
+   * writes stay invisible to reads through it. Callers that need it to sit at an exact record
+   * take it under the record log's lock. Close it when done (it pins LevelDB files).
+   */
+  async snapshot (): Promise<StoreSnapshot> {
+    await this.settle()
+    return new StoreSnapshot(this.db.snapshot())
+  }
+
+  /** Removes every key in [gte, lt) (bulk, for replacing a volume's state wholesale). */
+  async clearRange (gte: Buffer, lt: Buffer): Promise<void> {
+    await this.settle()
+    for (const k of [...this.overlay.keys()]) {
+      const kb = Buffer.from(k, 'latin1')
+      if (kb.compare(gte) >= 0 && kb.compare(lt) < 0) this.overlay.delete(k)
+    }
+    await this.db.clear({ gte, lt })
   }
 
   async * iteratePrefix (prefix: Buffer, opts: { values?: boolean } = {}): AsyncGenerator<[Buffer, Buffer]> {
@@ -249,6 +269,12 @@ export class Store {
 }
 
 export const EMPTY = Buffer.alloc(0)
+
+/** See Store.snapshot. */
+export class StoreSnapshot {
+  constructor (readonly handle: ReturnType<ClassicLevel<Buffer, Buffer>['snapshot']>) {}
+  async close (): Promise<void> { await this.handle.close() }
+}
 
 /** A logical key's visible value in a view and the chain position of the layer holding it. */
 export interface Version { value: Buffer | undefined, depth: number }

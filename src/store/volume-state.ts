@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { ReplfsError } from '../errors.js'
 import {
   BLOCK_SIZE, ROOT_INO, baseOf, blockBase, blockInodePrefix, direntBase, direntDirPrefix, inodeBase,
-  isStateKey, journalKey, layerOf, metaKey, prefixEnd, withLayer, xattrBase, xattrInodePrefix
+  isStateKey, journalKey, layerOf, localKey, metaKey, prefixEnd, readU64, withLayer, xattrBase, xattrInodePrefix
 } from './keys.js'
 import { type Inode, decodeDirent, decodeInode, encodeDirent, encodeInode } from './inode.js'
 import { type BatchOp, LayerView, type Store, type Version } from './store.js'
@@ -25,6 +25,7 @@ export interface LayerTable { nextLayer: number, live: number[] }
 export interface DirEntry { name: string, ino: number, type: number }
 
 const MAX_CACHE = 200_000
+const LAST_RECORD = localKey('last-record')
 
 /**
  * The volume as stored: metadata, the live view's layers, and read paths with write-through
@@ -176,6 +177,16 @@ export class VolumeState {
     this.direntCache.set(ck, e)
   }
 
+  /**
+   * The seq and crc32 of the last record applied here, so two hosts can tell whether they hold
+   * the same history at a seq (null after a full copy, until the next record).
+   */
+  async lastRecord (): Promise<{ seq: number, crc: number } | null> {
+    const v = await this.store.get(LAST_RECORD)
+    if (v === undefined || v.length !== 12) return null
+    return { seq: readU64(v, 0), crc: v.readUInt32BE(8) }
+  }
+
   /** Lists every state key and value (for digests and the determinism tests). */
   async * stateEntries (): AsyncGenerator<[Buffer, Buffer]> {
     for await (const [k, v] of this.store.iterate(Buffer.from([0]), Buffer.from([0xff]))) {
@@ -217,6 +228,15 @@ export class Tx {
 
   private get top (): number { return this.view.top }
   private get layered (): boolean { return this.view.chain.length > 1 }
+
+  /** Host-local lineage (see VolumeState.lastRecord): written in the record's own batch. */
+  setLastRecord (seq: number, crc: number): void {
+    const v = Buffer.allocUnsafe(12)
+    v.writeUInt32BE(Math.floor(seq / 0x100000000), 0)
+    v.writeUInt32BE(seq >>> 0, 4)
+    v.writeUInt32BE(crc >>> 0, 8)
+    this.ops.push({ type: 'put', key: LAST_RECORD, value: v })
+  }
 
   putMeta (name: string, value: unknown): void {
     this.ops.push({ type: 'put', key: metaKey(name), value: Buffer.from(JSON.stringify(value)) })

@@ -8,7 +8,16 @@ export const CLI = join(REPO, 'bin/replfs')
 
 interface T { teardown: (fn: () => unknown) => void }
 
-export interface MountOpts { size?: string, allowOther?: boolean, store?: string, mnt?: string, runDir?: string, timeoutMs?: number }
+export interface MountOpts {
+  size?: string
+  allowOther?: boolean
+  store?: string
+  mnt?: string
+  runDir?: string
+  timeoutMs?: number
+  /** More CLI flags, e.g. replication's --role/--listen/--peer. */
+  extraArgs?: string[]
+}
 
 export interface Mounted {
   mnt: string
@@ -54,6 +63,7 @@ export async function mountVolume (t: T, opts: MountOpts = {}): Promise<Mounted>
   const args = [CLI, 'mount', mnt, '--store', store, '--foreground']
   if (opts.size !== undefined) args.push('--size', opts.size)
   if (opts.allowOther === true) args.push('--allow-other')
+  if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
   // stderr goes to a file, not a pipe: a test blocked in a sync fs call must never leave the
   // volume process stuck writing to a full pipe (that would deadlock both).
   const logFile = join(base, `mount-${Date.now()}.log`)

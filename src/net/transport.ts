@@ -1,0 +1,141 @@
+import { readFile } from 'node:fs/promises'
+import { type Server, type Socket, createConnection, createServer } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { type TLSSocket, connect as tlsConnect, createServer as createTlsServer } from 'node:tls'
+import type { Logger } from 'pino'
+import { ReplfsError } from '../errors.js'
+
+/** TCP or TLS between the two hosts; the replication protocol itself only sees duplex streams. */
+
+export interface Endpoint { host: string, port: number }
+
+export function parseEndpoint (s: string, what: string): Endpoint {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s.trim())
+  const port = m === null ? NaN : Number(m[3])
+  if (m === null || port < 1 || port > 65535) {
+    throw new ReplfsError('BAD_ARGUMENT', `${what} must be host:port (e.g. 10.0.0.2:7410 or [::1]:7410), not '${s}'`)
+  }
+  return { host: m[1] ?? m[2], port }
+}
+
+export function formatEndpoint (e: Endpoint): string {
+  return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`
+}
+
+export interface TlsFiles { cert: string, key: string, ca: string }
+interface TlsMaterial { cert: Buffer, key: Buffer, ca: Buffer }
+
+export async function loadTls (files: TlsFiles): Promise<TlsMaterial> {
+  const read = async (p: string, what: string): Promise<Buffer> => {
+    try {
+      return await readFile(p)
+    } catch (err) {
+      throw new ReplfsError('BAD_ARGUMENT', `cannot read the TLS ${what} ${p}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+  return { cert: await read(files.cert, 'certificate'), key: await read(files.key, 'key'), ca: await read(files.ca, 'CA') }
+}
+
+/**
+ * Accepts peer connections. With TLS both sides must present a certificate signed by the
+ * configured CA (the pair's own CA: host names are not checked).
+ */
+export async function listen (at: Endpoint, tls: TlsMaterial | null, onStream: (s: Duplex, peer: string) => void, logger: Logger, onTlsError?: (err: Error) => void): Promise<Server> {
+  const handle = (sock: Socket | TLSSocket): void => {
+    sock.setNoDelay(true)
+    sock.setKeepAlive(true, 5000)
+    onStream(sock, formatEndpoint({ host: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 }))
+  }
+  const server = tls === null
+    ? createServer(handle)
+    : createTlsServer({ ...tls, requestCert: true, rejectUnauthorized: true }, handle)
+  server.on('tlsClientError', (err: Error) => {
+    logger.warn({ err }, 'TLS handshake with a connecting peer failed')
+    onTlsError?.(err)
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(new ReplfsError('BAD_ARGUMENT', `cannot listen on ${formatEndpoint(at)}: ${err.code ?? err.message}`, {
+      hint: err.code === 'EADDRINUSE' ? 'Another process uses that port: pick another --listen' : undefined, cause: err
+    })))
+    server.listen(at.port, at.host, () => resolve())
+  })
+  server.on('error', err => logger.error({ err }, 'listener error'))
+  return server
+}
+
+/** Opens one connection; resolves once it is established (TLS: once the handshake is done). */
+export async function connect (to: Endpoint, tls: TlsMaterial | null, timeoutMs = 10_000): Promise<Duplex> {
+  return await new Promise((resolve, reject) => {
+    const sock: Socket = tls === null
+      ? createConnection({ host: to.host, port: to.port })
+      : tlsConnect({ host: to.host, port: to.port, ...tls, checkServerIdentity: () => undefined })
+    const timer = setTimeout(() => sock.destroy(new Error(`connect timed out after ${timeoutMs} ms`)), timeoutMs)
+    sock.once(tls === null ? 'connect' : 'secureConnect', () => {
+      clearTimeout(timer)
+      sock.setNoDelay(true)
+      sock.setKeepAlive(true, 5000)
+      sock.removeAllListeners('error')
+      resolve(sock)
+    })
+    sock.once('error', err => { clearTimeout(timer); sock.destroy(); reject(err) })
+  })
+}
+
+/**
+ * Keeps one outgoing connection alive: connect, hand the stream to `session` until it ends,
+ * then retry with exponential backoff (reset after a session that got going).
+ */
+export class Redialer {
+  private stopped = false
+  private sleeping: { timer: NodeJS.Timeout, resolve: () => void } | null = null
+  private loop: Promise<void> | null = null
+  private current: Duplex | null = null
+  attempts = 0
+
+  constructor (
+    private readonly to: Endpoint,
+    private readonly tls: TlsMaterial | null,
+    private readonly session: (s: Duplex, peer: string) => Promise<void>,
+    private readonly logger: Logger,
+    private readonly backoff = { minMs: 100, maxMs: 5000 }
+  ) {}
+
+  start (): void {
+    this.loop ??= this.run()
+  }
+
+  private async run (): Promise<void> {
+    let delay = this.backoff.minMs
+    while (!this.stopped) {
+      const began = Date.now()
+      try {
+        this.attempts++
+        const s = await connect(this.to, this.tls)
+        if (this.stopped) { s.destroy(); break }
+        this.current = s
+        await this.session(s, formatEndpoint(this.to))
+      } catch (err) {
+        this.logger.debug({ err, peer: formatEndpoint(this.to) }, 'peer connection failed')
+      } finally {
+        this.current = null
+      }
+      if (Date.now() - began > 10_000) delay = this.backoff.minMs
+      await this.sleep(delay)
+      delay = Math.min(delay * 2, this.backoff.maxMs)
+    }
+  }
+
+  private async sleep (ms: number): Promise<void> {
+    if (this.stopped) return
+    await new Promise<void>(resolve => { this.sleeping = { timer: setTimeout(resolve, ms), resolve } })
+    this.sleeping = null
+  }
+
+  /** Stops redialing and ends the current connection (its session then returns). */
+  async stop (): Promise<void> {
+    this.stopped = true
+    this.current?.destroy()
+    if (this.sleeping !== null) { clearTimeout(this.sleeping.timer); this.sleeping.resolve() }
+    await this.loop
+  }
+}

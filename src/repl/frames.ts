@@ -1,0 +1,255 @@
+import { crc32 } from 'node:zlib'
+import { ReplfsError } from '../errors.js'
+
+/**
+ * Wire framing between primary and secondary: `u32 BE bodyLength | u8 frameType | u32 BE bodyCrc |
+ * u32 BE headerCrc | body`; bodyCrc is crc32 over the type byte and the body, headerCrc crc32 over
+ * the 9 bytes before it. Binary and length-prefixed because NDJSON+base64 measured ~130 MB/s
+ * against ~970 MB/s for this over loopback. The crcs catch corruption that TCP's checksum misses
+ * (and bugs in our own buffering) before a record reaches the store; the header has its own so a
+ * damaged length is caught at once, instead of leaving the reader waiting for bytes that never come.
+ */
+
+export const FrameType = {
+  HELLO: 1,
+  AUTH: 2,
+  START: 3,
+  RECORD: 4,
+  COPY_CHUNK: 5,
+  COPY_END: 6,
+  ACK: 7,
+  VERIFY_REQ: 8,
+  VERIFY_RES: 9,
+  PING: 10,
+  ERROR: 11,
+  COPY_BEGIN: 12
+} as const
+export type FrameTypeName = keyof typeof FrameType
+
+export interface Frame {
+  type: FrameTypeName
+  /** May share memory with the chunks given to FrameDecoder.push; copy it to keep it past them. */
+  body: Buffer
+}
+
+/** Largest body we send or accept: bounds what a peer can make us buffer. */
+export const MAX_FRAME_BODY = 16 * 1024 * 1024
+export const FRAME_HEADER_LENGTH = 13
+
+const NAMES_BY_CODE = new Map<number, FrameTypeName>(
+  (Object.entries(FrameType) as Array<[FrameTypeName, number]>).map(([k, v]) => [v, k])
+)
+// The crc of each type byte alone, so checking a frame never allocates for the type byte.
+const TYPE_CRC = new Map<number, number>([...NAMES_BY_CODE.keys()].map(code => [code, crc32(Buffer.of(code))]))
+
+/**
+ * Encodes a frame as [header, body] so a big body is never copied; write every buffer, in order
+ * (socket.cork()/uncork() or writev), or the peer sees a torn frame.
+ */
+export function encodeFrame (type: FrameTypeName, body: Buffer): Buffer[] {
+  return encodeParts(type, [body])
+}
+
+export function encodeJsonFrame (type: FrameTypeName, value: unknown): Buffer[] {
+  const json = JSON.stringify(value) as string | undefined
+  if (json === undefined) throw new ReplfsError('BAD_ARGUMENT', `cannot send ${typeof value} as a JSON ${type} frame`)
+  return encodeFrame(type, Buffer.from(json, 'utf8'))
+}
+
+/** The body of a control frame as a JSON object; anything else is a broken or hostile peer. */
+export function parseJsonBody<T> (frame: Frame): T {
+  let value: unknown
+  try {
+    value = JSON.parse(frame.body.toString('utf8'))
+  } catch (err) {
+    throw invalid(`${frame.type} frame body is not valid JSON`, err)
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalid(`${frame.type} frame body is not a JSON object`)
+  }
+  return value as T
+}
+
+/** RECORD body: u64 BE seq + the encoded record bytes (opaque here). The record is not copied. */
+export function encodeRecordFrame (seq: number, record: Buffer): Buffer[] {
+  if (!Number.isSafeInteger(seq) || seq < 0) throw new ReplfsError('BAD_ARGUMENT', `record seq must be a safe non-negative integer, got ${seq}`)
+  const seqBuf = Buffer.allocUnsafe(8)
+  seqBuf.writeBigUInt64BE(BigInt(seq))
+  return encodeParts('RECORD', [seqBuf, record])
+}
+
+export function decodeRecordFrame (body: Buffer): { seq: number, record: Buffer } {
+  if (body.length < 8) throw invalid(`RECORD frame body is ${body.length} bytes, shorter than its 8-byte seq`)
+  const seq = body.readBigUInt64BE(0)
+  if (seq > BigInt(Number.MAX_SAFE_INTEGER)) throw invalid(`RECORD seq ${seq} is beyond 2^53`)
+  return { seq: Number(seq), record: body.subarray(8) }
+}
+
+/** COPY_CHUNK body: repeated (u32 BE keyLen, key, u32 BE valueLen, value). */
+export function encodeCopyChunk (entries: Array<[Buffer, Buffer]>): Buffer {
+  let size = 0
+  for (const [k, v] of entries) size += 8 + k.length + v.length
+  const out = Buffer.allocUnsafe(size)
+  let pos = 0
+  for (const [k, v] of entries) {
+    pos = out.writeUInt32BE(k.length, pos)
+    pos += k.copy(out, pos)
+    pos = out.writeUInt32BE(v.length, pos)
+    pos += v.copy(out, pos)
+  }
+  return out
+}
+
+/** Keys and values are views into body (no copies). */
+export function decodeCopyChunk (body: Buffer): Array<[Buffer, Buffer]> {
+  const entries: Array<[Buffer, Buffer]> = []
+  let pos = 0
+  const field = (what: string): Buffer => {
+    if (body.length - pos < 4) throw invalid(`COPY_CHUNK ${what} length overruns the body at offset ${pos}`)
+    const len = body.readUInt32BE(pos)
+    pos += 4
+    if (body.length - pos < len) throw invalid(`COPY_CHUNK ${what} of ${len} bytes overruns the body at offset ${pos}`)
+    const out = body.subarray(pos, pos + len)
+    pos += len
+    return out
+  }
+  while (pos < body.length) {
+    const key = field('key')
+    entries.push([key, field('value')])
+  }
+  return entries
+}
+
+/**
+ * Incremental parser for a byte stream. A partial frame stays buffered as the list of chunks that
+ * hold it, concatenated once when the frame is complete, so a 16 MiB frame arriving in 64 KiB
+ * pieces costs one copy, not a quadratic series of them. The header is checked as soon as it is
+ * complete, so an oversize or unknown frame is refused before its body is buffered. After a throw
+ * the decoder is unusable: the caller drops the connection.
+ */
+export class FrameDecoder {
+  readonly maxBody: number
+  /** Total bytes ever pushed. */
+  bytesIn = 0
+  private chunks: Buffer[] = []
+  private size = 0
+  // The header of the frame whose body we are waiting for, if any.
+  private pending: { code: number, length: number, crc: number } | null = null
+  private failure: ReplfsError | null = null
+
+  constructor (opts: { maxBody?: number } = {}) {
+    this.maxBody = opts.maxBody ?? MAX_FRAME_BODY
+  }
+
+  /** Bytes received but not yet returned as frames (the header of a pending frame included). */
+  get buffered (): number {
+    return this.size + (this.pending === null ? 0 : FRAME_HEADER_LENGTH)
+  }
+
+  push (chunk: Buffer): Frame[] {
+    if (this.failure !== null) throw this.failure
+    this.bytesIn += chunk.length
+    if (chunk.length > 0) {
+      this.chunks.push(chunk)
+      this.size += chunk.length
+    }
+    const frames: Frame[] = []
+    try {
+      for (;;) {
+        if (this.pending === null) {
+          if (this.size < FRAME_HEADER_LENGTH) break
+          this.pending = this.readHeader(this.take(FRAME_HEADER_LENGTH))
+        }
+        const { code, length, crc } = this.pending
+        if (this.size < length) break
+        const body = this.take(length)
+        const actual = crc32(body, TYPE_CRC.get(code))
+        if (actual !== crc) {
+          throw invalid(`crc mismatch on a ${NAMES_BY_CODE.get(code) ?? code} frame of ${length} bytes (header says ${hex(crc)}, body gives ${hex(actual)})`)
+        }
+        this.pending = null
+        frames.push({ type: NAMES_BY_CODE.get(code) as FrameTypeName, body })
+      }
+    } catch (err) {
+      this.failure = err instanceof ReplfsError ? err : invalid('frame decoder failed', err)
+      this.chunks = []
+      this.size = 0
+      this.pending = null
+      throw this.failure
+    }
+    return frames
+  }
+
+  private readHeader (head: Buffer): { code: number, length: number, crc: number } {
+    const hcrc = crc32(head.subarray(0, 9))
+    if (hcrc !== head.readUInt32BE(9)) throw invalid(`frame header crc mismatch (header says ${hex(head.readUInt32BE(9))}, bytes give ${hex(hcrc)})`)
+    const length = head.readUInt32BE(0)
+    const code = head[4]
+    if (!NAMES_BY_CODE.has(code)) throw invalid(`unknown frame type ${code}`)
+    if (length > this.maxBody) {
+      throw invalid(`${NAMES_BY_CODE.get(code) as string} frame body of ${length} bytes exceeds the maximum of ${this.maxBody}`)
+    }
+    return { code, length, crc: head.readUInt32BE(5) }
+  }
+
+  /** Removes n <= size bytes from the front: a view when one chunk holds them, else one concat. */
+  private take (n: number): Buffer {
+    this.size -= n
+    const first = this.chunks[0]
+    if (first !== undefined && first.length >= n) {
+      if (first.length === n) this.chunks.shift()
+      else this.chunks[0] = first.subarray(n)
+      return first.subarray(0, n)
+    }
+    const parts: Buffer[] = []
+    let need = n
+    let i = 0
+    while (need > 0) {
+      const c = this.chunks[i]
+      if (c.length <= need) {
+        parts.push(c)
+        need -= c.length
+        i++
+      } else {
+        parts.push(c.subarray(0, need))
+        this.chunks[i] = c.subarray(need)
+        need = 0
+      }
+    }
+    this.chunks.splice(0, i)
+    return Buffer.concat(parts, n)
+  }
+}
+
+function encodeParts (type: FrameTypeName, parts: Buffer[]): Buffer[] {
+  const code = FrameType[type]
+  let length = 0
+  let crc = TYPE_CRC.get(code) as number
+  for (const p of parts) {
+    length += p.length
+    crc = crc32(p, crc)
+  }
+  if (length > MAX_FRAME_BODY) throw new ReplfsError('BAD_ARGUMENT', `${type} frame body of ${length} bytes exceeds the maximum of ${MAX_FRAME_BODY}`)
+  return [frameHeader(length, code, crc), ...parts]
+}
+
+/**
+ * A frame header with a consistent header crc for any length, type code and body crc: for
+ * encoding, and for tests that need a frame whose header checks out but whose content is wrong.
+ */
+export function frameHeader (length: number, code: number, bodyCrc: number): Buffer {
+  const head = Buffer.allocUnsafe(FRAME_HEADER_LENGTH)
+  head.writeUInt32BE(length, 0)
+  head[4] = code
+  head.writeUInt32BE(bodyCrc >>> 0, 5)
+  head.writeUInt32BE(crc32(head.subarray(0, 9)), 9)
+  return head
+}
+
+function hex (n: number): string {
+  return n.toString(16).padStart(8, '0')
+}
+
+function invalid (msg: string, cause?: unknown): ReplfsError {
+  return new ReplfsError('FRAME_INVALID', msg, { cause })
+}

@@ -1,0 +1,215 @@
+import t, { type Test } from 'tap'
+import { newNonce } from '../../src/repl/auth.js'
+import { FrameChannel } from '../../src/repl/channel.js'
+import { type Frame, parseJsonBody } from '../../src/repl/frames.js'
+import { stateDump } from '../helpers/volume.js'
+import {
+  type PrimaryNode, type SecondaryNode, SECRET, caughtUp, connect, duplexPair, makePrimary, makeSecondary, writeFile
+} from '../helpers/replica.js'
+
+const OTHER = Buffer.from('another secret, 32 bytes long!!!')
+const CH = { idleTimeoutMs: 5000, pingIntervalMs: 1000 }
+
+interface LastError { code: string, message: string }
+const lastError = (n: PrimaryNode | SecondaryNode): LastError | null => (n.repl.status() as { lastError: LastError | null }).lastError
+
+async function primaryWithData (t: Parameters<typeof makePrimary>[0], secret: Buffer | null = SECRET): Promise<PrimaryNode> {
+  const p = await makePrimary(t, { secret })
+  await writeFile(p.vol, '/data', 5, 10_000)
+  await p.log.settle()
+  return p
+}
+
+/** Nothing of the primary reached the secondary, and neither side thinks it is replicating. */
+async function assertNothingApplied (t: Test, p: PrimaryNode, s: SecondaryNode, before: { seq: number, dump: Array<[string, string]> }): Promise<void> {
+  await s.log.settle()
+  t.equal(s.state.counters.seq, before.seq, 'the secondary applied nothing')
+  t.same(await stateDump(s), before.dump, 'the secondary\'s store is unchanged')
+  const ps = p.repl.status() as { phase: string, ackedSeq: number | null, connected: boolean }
+  t.equal(ps.phase, 'disconnected', 'the primary is not streaming')
+  t.equal(ps.ackedSeq, null, 'the primary has no acknowledged seq')
+  t.equal((s.repl.status() as { connected: boolean }).connected, false, 'the secondary is not connected')
+}
+
+async function snapshotOf (s: SecondaryNode): Promise<{ seq: number, dump: Array<[string, string]> }> {
+  return { seq: s.state.counters.seq, dump: await stateDump(s) }
+}
+
+/** Runs a real primary against a real secondary until the connection ends. */
+async function realPair (p: PrimaryNode, s: SecondaryNode): Promise<[Error, Error]> {
+  const c = connect(p, s)
+  const timer = setTimeout(() => c.cut(), 10_000)
+  try {
+    return await c.ended
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Reads frames until the peer closes; returns them. */
+async function drain (ch: FrameChannel): Promise<Frame[]> {
+  const got: Frame[] = []
+  for (;;) {
+    let f: Frame | null
+    try { f = await ch.next() } catch { break }
+    if (f === null) break
+    got.push(f)
+  }
+  ch.close()
+  return got
+}
+
+const errorOf = (frames: Frame[]): LastError | undefined => {
+  const f = frames.find(f => f.type === 'ERROR')
+  return f === undefined ? undefined : parseJsonBody<LastError>(f)
+}
+
+/** A hand-made primary talking to a real secondary: sends `hello`, answers its HELLO with `auth` (if given). */
+async function craftedPrimary (s: SecondaryNode, hello: object, auth?: object): Promise<{ frames: Frame[], served: Error }> {
+  const pair = duplexPair()
+  const served = s.repl.serve(pair.b, 'crafted-primary').then(() => new Error('no error'), (e: Error) => e)
+  const ch = new FrameChannel(pair.a, CH)
+  ch.sendJson('HELLO', hello)
+  const frames: Frame[] = []
+  for (;;) {
+    let f: Frame | null
+    try { f = await ch.next() } catch { break }
+    if (f === null) break
+    frames.push(f)
+    if (f.type === 'HELLO' && auth !== undefined) ch.sendJson('AUTH', auth)
+  }
+  ch.close()
+  return { frames, served: await served }
+}
+
+/** A hand-made secondary talking to a real primary: answers its HELLO with `hello`. */
+async function craftedSecondary (p: PrimaryNode, hello: (primaryHello: Record<string, unknown>) => object): Promise<{ frames: Frame[], served: Error }> {
+  const pair = duplexPair()
+  const served = p.repl.serve(pair.a, 'crafted-secondary').then(() => new Error('no error'), (e: Error) => e)
+  const ch = new FrameChannel(pair.b, CH)
+  const first = await ch.next()
+  if (first === null || first.type !== 'HELLO') throw new Error('the primary did not start with HELLO')
+  ch.sendJson('HELLO', hello(parseJsonBody(first)))
+  const frames = await drain(ch)
+  return { frames, served: await served }
+}
+
+for (const [name, pSecret, sSecret] of [
+  ['the secondary holds a different secret', SECRET, OTHER],
+  ['the primary holds a different secret', OTHER, SECRET]
+] as const) {
+  t.test(`${name}: refused with AUTH_FAILED on both sides, nothing applied`, async t => {
+    const p = await primaryWithData(t, pSecret)
+    const s = await makeSecondary(t, { secret: sSecret })
+    const before = await snapshotOf(s)
+    const [pe, se] = await realPair(p, s)
+    t.equal((pe as { refusal?: string }).refusal, 'AUTH_FAILED', `primary: ${pe.message}`)
+    t.equal((se as { refusal?: string }).refusal, 'AUTH_FAILED', `secondary: ${se.message}`)
+    t.equal(lastError(p)?.code, 'AUTH_FAILED')
+    t.match(lastError(p)?.message, /does not know the shared secret/, 'the primary says the peer lacks the secret')
+    t.equal(lastError(s)?.code, 'AUTH_FAILED')
+    t.match(lastError(s)?.message, /peer refused/, 'the secondary says it was refused')
+    await assertNothingApplied(t, p, s, before)
+  })
+}
+
+t.test('a primary whose AUTH proof is wrong is refused by the secondary with AUTH_FAILED', async t => {
+  const p = await primaryWithData(t)
+  const s = await makeSecondary(t)
+  const before = await snapshotOf(s)
+  const { frames, served } = await craftedPrimary(s,
+    { protocolMin: 1, protocolMax: 1, role: 'primary', volumeId: p.state.format!.volumeId, nonce: newNonce(), auth: true },
+    { proof: 'ab'.repeat(32) })
+  t.same(frames.map(f => f.type), ['HELLO', 'ERROR'], 'the secondary said HELLO, then refused')
+  t.equal(errorOf(frames)?.code, 'AUTH_FAILED', 'the crafted primary is told AUTH_FAILED')
+  t.equal((served as { refusal?: string }).refusal, 'AUTH_FAILED')
+  t.equal(lastError(s)?.code, 'AUTH_FAILED')
+  t.match(lastError(s)?.message, /the primary does not know the shared secret/)
+  t.equal(s.state.counters.seq, before.seq, 'nothing applied')
+  t.same(await stateDump(s), before.dump)
+})
+
+for (const [name, pSecret, sSecret, message] of [
+  ['the primary has a secret, the secondary runs --insecure', SECRET, null, /this node runs --insecure/],
+  ['the primary runs --insecure, the secondary has a secret', null, SECRET, /the primary runs --insecure/]
+] as const) {
+  t.test(`${name}: refused with AUTH_FAILED on both sides, nothing applied`, async t => {
+    const p = await primaryWithData(t, pSecret)
+    const s = await makeSecondary(t, { secret: sSecret })
+    const before = await snapshotOf(s)
+    const [pe, se] = await realPair(p, s)
+    t.equal((se as { refusal?: string }).refusal, 'AUTH_FAILED', `secondary: ${se.message}`)
+    t.equal((pe as { refusal?: string }).refusal, 'AUTH_FAILED', `primary: ${pe.message}`)
+    t.equal(lastError(s)?.code, 'AUTH_FAILED')
+    t.match(lastError(s)?.message, message, 'the secondary says which side is --insecure')
+    t.equal(lastError(p)?.code, 'AUTH_FAILED')
+    t.match(lastError(p)?.message, message, 'the primary shows the secondary\'s reason')
+    await assertNothingApplied(t, p, s, before)
+  })
+}
+
+t.test('both sides --insecure: replication works (the control case)', async t => {
+  const p = await primaryWithData(t, null)
+  const s = await makeSecondary(t, { secret: null })
+  const c = connect(p, s)
+  await caughtUp(p, s)
+  t.ok((await p.repl.verify()).identical)
+  c.cut()
+  await c.ended
+})
+
+t.test('a secondary holding another volume is refused with VOLUME_MISMATCH on both sides; its own volume is untouched', async t => {
+  const p = await primaryWithData(t)
+  const s = await makeSecondary(t, { ownVolume: true })
+  await s.log.settle()
+  t.equal(s.state.counters.seq, 1, 'the secondary holds its own (initialised) volume')
+  t.not(s.state.format?.volumeId, p.state.format?.volumeId)
+  const before = await snapshotOf(s)
+  const [pe, se] = await realPair(p, s)
+  t.equal((se as { refusal?: string }).refusal, 'VOLUME_MISMATCH', `secondary: ${se.message}`)
+  t.equal((pe as { refusal?: string }).refusal, 'VOLUME_MISMATCH', `primary: ${pe.message}`)
+  t.equal(lastError(s)?.code, 'VOLUME_MISMATCH')
+  t.equal(lastError(p)?.code, 'VOLUME_MISMATCH')
+  t.match(lastError(s)?.message, new RegExp(p.state.format!.volumeId), 'the message names the primary\'s volume')
+  await assertNothingApplied(t, p, s, before)
+})
+
+t.test('a secondary HELLO naming another volume is refused by the primary with VOLUME_MISMATCH', async t => {
+  const p = await primaryWithData(t)
+  const { frames, served } = await craftedSecondary(p, () => ({ protocol: 1, role: 'secondary', volumeId: 'some-other-volume', nonce: newNonce(), auth: true, proof: null }))
+  t.equal(errorOf(frames)?.code, 'VOLUME_MISMATCH', 'the crafted secondary is told VOLUME_MISMATCH')
+  t.equal((served as { refusal?: string }).refusal, 'VOLUME_MISMATCH')
+  t.equal(lastError(p)?.code, 'VOLUME_MISMATCH')
+  t.equal((p.repl.status() as { ackedSeq: number | null }).ackedSeq, null, 'nothing acknowledged')
+})
+
+t.test('a HELLO offering protocols 7..9 is refused by the secondary with PROTOCOL', async t => {
+  const p = await primaryWithData(t)
+  const s = await makeSecondary(t)
+  const before = await snapshotOf(s)
+  const { frames, served } = await craftedPrimary(s, { protocolMin: 7, protocolMax: 9, role: 'primary', volumeId: p.state.format!.volumeId, nonce: newNonce(), auth: true })
+  t.same(frames.map(f => f.type), ['ERROR'], 'the secondary answered only with ERROR')
+  t.equal(errorOf(frames)?.code, 'PROTOCOL', 'the crafted primary is told PROTOCOL')
+  t.match(errorOf(frames)?.message, /7\.\.9/, 'naming the offered range')
+  t.equal((served as { refusal?: string }).refusal, 'PROTOCOL')
+  t.equal(lastError(s)?.code, 'PROTOCOL')
+  t.equal(s.state.counters.seq, before.seq, 'nothing applied')
+  t.same(await stateDump(s), before.dump)
+})
+
+t.test('a secondary choosing protocol 7 is refused by the primary with PROTOCOL', async t => {
+  const p = await primaryWithData(t)
+  const { frames, served } = await craftedSecondary(p, () => ({ protocol: 7, role: 'secondary', volumeId: null, nonce: newNonce(), auth: true, proof: null }))
+  t.equal(errorOf(frames)?.code, 'PROTOCOL', 'the crafted secondary is told PROTOCOL')
+  t.equal((served as { refusal?: string }).refusal, 'PROTOCOL')
+  t.equal(lastError(p)?.code, 'PROTOCOL')
+  t.notOk(frames.some(f => f.type === 'AUTH' || f.type === 'START' || f.type === 'RECORD'), 'no AUTH, START or RECORD was sent')
+})
+
+t.test('a HELLO from a peer claiming to be secondary (two secondaries) is refused with ROLE_CONFLICT', async t => {
+  const s = await makeSecondary(t)
+  const { frames } = await craftedPrimary(s, { protocolMin: 1, protocolMax: 1, role: 'secondary', volumeId: 'x', nonce: newNonce(), auth: true })
+  t.equal(errorOf(frames)?.code, 'ROLE_CONFLICT')
+  t.equal(lastError(s)?.code, 'ROLE_CONFLICT')
+  t.equal(s.state.counters.seq, 0)
+})

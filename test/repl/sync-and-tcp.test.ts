@@ -1,0 +1,148 @@
+import t from 'tap'
+import type { Server, Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { Redialer, listen } from '../../src/net/transport.js'
+import { quietLogger } from '../helpers/volume.js'
+import {
+  caughtUp, connect, dumpsEqual, fsckProblems, makePrimary, makeSecondary, pattern, readFile, waitFor, writeFile
+} from '../helpers/replica.js'
+import { ROOT } from '../helpers/volume.js'
+
+/** Tracks whether a promise has settled. */
+function watch (p: Promise<unknown>): { settled: () => boolean, promise: Promise<unknown> } {
+  let done = false
+  const promise = p.finally(() => { done = true })
+  return { settled: () => done, promise }
+}
+
+const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+
+t.test('sync mode: a write does not complete until the secondary acks it, then does; without a secondary writes complete locally (degraded)', async t => {
+  const p = await makePrimary(t, { mode: 'sync' })
+  const s = await makeSecondary(t)
+  const c = connect(p, s)
+  await caughtUp(p, s)
+  t.equal((p.repl.status() as { degraded: boolean }).degraded, false, 'streaming: not degraded')
+  const fh = await p.vol.create('/f', 0o644, ROOT)
+
+  // Stall the acks (secondary -> primary): the record reaches the secondary, the ack does not.
+  c.pair.hold('toPrimary')
+  const seqBefore = p.state.counters.seq
+  const w = watch(p.vol.write(fh, pattern(50_000, 3), 50_000, 0))
+  await waitFor(() => s.state.counters.seq === seqBefore + 1, 'the secondary to apply the write')
+  await sleep(300)
+  t.equal(w.settled(), false, 'the write is still pending 300 ms after the secondary applied it (no ack yet)')
+  t.equal(p.repl.ackedSeq, seqBefore, 'the primary has not seen the ack')
+  c.pair.release('toPrimary')
+  await w.promise
+  t.ok(p.repl.ackedSeq >= seqBefore + 1, 'the write completed once the ack arrived')
+
+  // Pending writes are released when the connection drops; later ones complete locally.
+  c.pair.hold('toPrimary')
+  const w2 = watch(p.vol.write(fh, pattern(10_000, 4), 10_000, 50_000))
+  await waitFor(() => s.state.counters.seq === seqBefore + 2, 'the secondary to apply the second write')
+  await sleep(100)
+  t.equal(w2.settled(), false, 'the second write waits for its ack')
+  c.cut()
+  await c.ended
+  await w2.promise
+  t.pass('the waiting write completed when the connection dropped')
+  const st = p.repl.status() as { degraded: boolean, phase: string }
+  t.equal(st.degraded, true, 'status says degraded')
+  t.equal(st.phase, 'disconnected')
+  const w3 = watch(p.vol.write(fh, pattern(10_000, 5), 10_000, 60_000))
+  await Promise.race([w3.promise, sleep(5000)])
+  t.equal(w3.settled(), true, 'a write with no secondary completes locally')
+  await p.vol.release(fh)
+  t.equal(s.state.counters.seq, seqBefore + 2, 'the secondary did not get the degraded write')
+
+  // The secondary comes back: it resumes, catches up, and sync mode gates writes again.
+  const c2 = connect(p, s)
+  await caughtUp(p, s)
+  t.equal((p.repl.status() as { degraded: boolean }).degraded, false, 'no longer degraded')
+  c2.pair.hold('toPrimary')
+  const w4 = watch(p.vol.mkdir('/d', 0o755, ROOT))
+  await sleep(200)
+  t.equal(w4.settled(), false, 'sync gating is back after the reconnect')
+  c2.pair.release('toPrimary')
+  await w4.promise
+  await caughtUp(p, s)
+  t.ok((await p.repl.verify()).identical, 'identical after all that')
+  t.same(await readFile(s.vol, '/f'), Buffer.concat([pattern(50_000, 3), pattern(10_000, 4), pattern(10_000, 5)]))
+})
+
+t.test('over loopback TCP: a Redialer reconnects after the connection is killed from outside and replication resumes', async t => {
+  const p = await makePrimary(t, { channel: { idleTimeoutMs: 3000, pingIntervalMs: 500 } })
+  const s = await makeSecondary(t, { channel: { idleTimeoutMs: 3000, pingIntervalMs: 500 } })
+  const sockets: Duplex[] = []
+  let server: Server | null = null
+  let dialer: Redialer | null = null
+  try {
+    server = await listen({ host: '127.0.0.1', port: 0 }, null, (sock, peer) => {
+      sockets.push(sock)
+      s.repl.serve(sock, peer).catch(() => {})
+    }, quietLogger)
+    const addr = server.address()
+    if (addr === null || typeof addr === 'string') throw new Error('no port')
+    let sessions = 0
+    dialer = new Redialer({ host: '127.0.0.1', port: addr.port }, null, async (sock, peer) => {
+      sessions++
+      await p.repl.serve(sock, peer)
+    }, quietLogger, { minMs: 20, maxMs: 200 })
+    dialer.start()
+    await writeFile(p.vol, '/a', 40, 64 * 1024)
+    await caughtUp(p, s)
+    t.equal(sessions, 1, 'one session so far')
+    t.equal(sockets.length, 1)
+
+    // Kill the connection from outside (an RST from the secondary's end), mid-stream.
+    const writing = writeFile(p.vol, '/b', 40, 64 * 1024, 50)
+    await waitFor(() => s.state.counters.seq > p.state.counters.seq - 35 && s.state.counters.seq > 45, 'streaming of /b to begin', 10_000).catch(() => {})
+    ;(sockets[0] as Socket).resetAndDestroy()
+    await writing
+    await waitFor(() => sessions >= 2, 'the Redialer to reconnect', 10_000)
+    await caughtUp(p, s)
+    t.ok(sockets.length >= 2, `${sockets.length} connections accepted`)
+    t.ok(dialer.attempts >= 2, `${dialer.attempts} dial attempts`)
+    t.match((s.repl.status() as { lastError: { message: string } | null }).lastError?.message ?? '', /closed|reset|ECONNRESET|silent/, 'the secondary noted the dropped connection')
+    const v = await p.repl.verify()
+    t.ok(v.identical, `verify at ${v.seq}: identical`)
+    t.ok(await dumpsEqual(p, s), 'state dumps equal')
+    t.same(await readFile(s.vol, '/b'), Buffer.concat(Array.from({ length: 40 }, (_, i) => pattern(64 * 1024, 50 + i))), '/b, written across the kill, is complete on the secondary')
+    t.same(await fsckProblems(s), [])
+  } finally {
+    // Redialer.stop() alone does not end a running session (see the test below): mark it
+    // stopped first, then end the connection, so it neither hangs nor redials.
+    const stopping = dialer?.stop()
+    for (const sock of sockets) sock.destroy()
+    await stopping
+    server?.close()
+  }
+})
+
+t.test('Redialer.stop() ends a running session rather than waiting for the peer to hang up', async t => {
+  const p = await makePrimary(t)
+  const s = await makeSecondary(t)
+  const sockets: Duplex[] = []
+  const server = await listen({ host: '127.0.0.1', port: 0 }, null, (sock, peer) => {
+    sockets.push(sock)
+    s.repl.serve(sock, peer).catch(() => {})
+  }, quietLogger)
+  const addr = server.address()
+  if (addr === null || typeof addr === 'string') throw new Error('no port')
+  const dialer = new Redialer({ host: '127.0.0.1', port: addr.port }, null, async (sock, peer) => { await p.repl.serve(sock, peer) }, quietLogger, { minMs: 20, maxMs: 200 })
+  dialer.start()
+  try {
+    await caughtUp(p, s)
+    const stop = watch(dialer.stop())
+    await Promise.race([stop.promise, sleep(2000)])
+    // VolumeReplication.stop() awaits dialer.stop() before primary.close(): while a secondary is
+    // connected (it pings, so the connection never goes idle) a primary's unmount hangs.
+    t.equal(stop.settled(), true, 'Redialer.stop() resolved within 2 s while a session was running')
+  } finally {
+    const stopping = dialer.stop()
+    for (const sock of sockets) sock.destroy()
+    await stopping
+    server.close()
+  }
+})
