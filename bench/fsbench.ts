@@ -8,6 +8,14 @@ import { LEVELDB_MAX_FILE_SIZE, LEVELDB_WRITE_BUFFER } from '../src/store/store.
 import { ClassicLevel } from 'classic-level'
 
 export const MiB = 1024 * 1024
+/** "100M", "2G", "1.5GiB", "4096" -> bytes. */
+export function parseSize (s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(s.trim())
+  if (m === null) throw new Error(`bad size: ${s}`)
+  const mult = { '': 1, k: 1024, m: MiB, g: 1024 * MiB, t: 1024 * 1024 * MiB }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't']
+  return Math.round(Number(m[1]) * mult)
+}
+
 export const now = (): number => Number(process.hrtime.bigint()) / 1e9
 
 export function dropCaches (): void {

@@ -59,15 +59,15 @@ export interface LagResult {
 export interface ReplicationResults { async: SeqReplResult, sync: SeqReplResult, lag: LagResult }
 
 const STOP_TIMEOUT_MS = Number(process.env.BENCH_STOP_TIMEOUT_MS ?? '120000')
-const sleep = async (ms: number): Promise<void> => await new Promise(r => setTimeout(r, ms))
+export const sleep = async (ms: number): Promise<void> => await new Promise(r => setTimeout(r, ms))
 
-function pct (xs: number[], p: number): number {
+export function pct (xs: number[], p: number): number {
   if (xs.length === 0) return NaN
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.min(s.length - 1, Math.floor(s.length * p))]
 }
 
-async function freePort (): Promise<number> {
+export async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
     const srv = createServer()
     srv.once('error', reject)
@@ -78,19 +78,19 @@ async function freePort (): Promise<number> {
   })
 }
 
-function cpuSeconds (pid: number): number {
+export function cpuSeconds (pid: number): number {
   // /proc/PID/stat: fields after the ")" — utime is field 14, stime 15 (1-based), in clock ticks (100/s).
   const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
   return (Number(f[11]) + Number(f[12])) / 100
 }
 
-type Status = Record<string, unknown> & { seq: number, replication: Record<string, any> }
-async function status (mnt: string): Promise<Status> { return await callControl(mnt, { cmd: 'status' }, 30_000) as Status }
+export type Status = Record<string, unknown> & { seq: number, replication: Record<string, any> }
+export async function status (mnt: string): Promise<Status> { return await callControl(mnt, { cmd: 'status' }, 30_000) as Status }
 
-interface Pair { a: Mounted, b: Mounted, mntA: string, mntB: string }
+export interface Pair { a: Mounted, b: Mounted, mntA: string, mntB: string }
 
-async function startPair (work: string, name: string, mode: 'async' | 'sync', secret: string, secondaryExtra: string[] = []): Promise<Pair> {
+export async function startPair (work: string, name: string, mode: 'async' | 'sync', secret: string, secondaryExtra: string[] = []): Promise<Pair> {
   const dir = join(work, name)
   const mntA = join(dir, 'mnt-a'); const mntB = join(dir, 'mnt-b')
   await fsp.mkdir(mntA, { recursive: true }); await fsp.mkdir(mntB, { recursive: true })
@@ -115,13 +115,13 @@ async function startPair (work: string, name: string, mode: 'async' | 'sync', se
   return pair
 }
 
-async function stopPair (p: Pair): Promise<void> {
+export async function stopPair (p: Pair): Promise<void> {
   await stopMount(p.a, STOP_TIMEOUT_MS)
   await stopMount(p.b, STOP_TIMEOUT_MS)
 }
 
 /** Polls the primary until the secondary has acknowledged everything; returns seconds waited. */
-async function waitCaughtUp (mnt: string, t0: number, timeoutS = 600): Promise<number> {
+export async function waitCaughtUp (mnt: string, t0: number, timeoutS = 600): Promise<number> {
   for (;;) {
     const r = (await status(mnt)).replication
     if (r.lagRecords === 0) return now() - t0
@@ -130,7 +130,7 @@ async function waitCaughtUp (mnt: string, t0: number, timeoutS = 600): Promise<n
   }
 }
 
-async function runVerify (mnt: string): Promise<{ ok: boolean, seconds: number, seq?: number, detail: string }> {
+export async function runVerify (mnt: string): Promise<{ ok: boolean, seconds: number, seq?: number, detail: string }> {
   const t0 = now()
   return await new Promise(resolve => {
     execFile(process.execPath, [join(root, 'bin', 'replfs'), 'verify', mnt, '--json'], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {

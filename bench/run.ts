@@ -1,25 +1,20 @@
 // replfs benchmark: replfs mount vs plain directory vs fuse-native passthrough vs raw LevelDB.
 // Env: BENCH_DIR (default /tmp), BENCH_BYTES (default 1G; suffix K/M/G), BENCH_FILES (default 10000),
 // BENCH_LAG_SECONDS (default 15: the replication lag test), BENCH_SECTIONS (default all; comma list of
-// plain,passthrough,replfs,replication,leveldb — replication needs replfs, for quick partial runs).
+// plain,passthrough,replfs,replication,leveldb,snapshots — replication needs replfs, for quick partial runs;
+// snapshots stands alone: see bench/snapshots.ts for its own BENCH_SNAPSHOT_* sizes).
 import fsp from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { dropCaches, leveldb, MiB, seqRead, seqWrite, smallFiles, type SmallResult } from './fsbench.js'
+import { dropCaches, leveldb, MiB, parseSize, seqRead, seqWrite, smallFiles, type SmallResult } from './fsbench.js'
 import { cleanupAll, root, startMount, stopMount, vmHWM } from './mounts.js'
 import { replicationBench, type ReplicationResults } from './replication.js'
-
-function parseSize (s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(s.trim())
-  if (m === null) throw new Error(`bad size: ${s}`)
-  const mult = { '': 1, k: 1024, m: MiB, g: 1024 * MiB, t: 1024 * 1024 * MiB }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't']
-  return Math.round(Number(m[1]) * mult)
-}
+import { snapshotBench, type SnapshotResults } from './snapshots.js'
 
 const BYTES = parseSize(process.env.BENCH_BYTES ?? '1G')
 const FILES = Number(process.env.BENCH_FILES ?? '10000')
 const BASE = resolve(process.env.BENCH_DIR ?? '/tmp')
 const LAG_SECONDS = Number(process.env.BENCH_LAG_SECONDS ?? '15')
-const ALL_SECTIONS = ['plain', 'passthrough', 'replfs', 'replication', 'leveldb'] as const
+const ALL_SECTIONS = ['plain', 'passthrough', 'replfs', 'replication', 'leveldb', 'snapshots'] as const
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? ALL_SECTIONS.join(',')).split(',').map(x => x.trim()).filter(x => x !== ''))
 for (const x of SECTIONS) if (!(ALL_SECTIONS as readonly string[]).includes(x)) throw new Error(`BENCH_SECTIONS: unknown section ${x}`)
 if (SECTIONS.has('replication') && !SECTIONS.has('replfs')) throw new Error('BENCH_SECTIONS: replication needs replfs (its ratios are to the unreplicated mount)')
@@ -29,6 +24,7 @@ interface FsResult { write: number, read: number, small: SmallResult }
 type Results = {
   plain: FsResult, passthrough: FsResult, replfs: FsResult & { peakRssWriteBytes: number, peakRssReadBytes: number, peakRssEndBytes: number }, leveldb: { write: number, read: number }
   replication: ReplicationResults
+  snapshots: SnapshotResults
 }
 
 async function fsTarget (name: string, dir: string, remount?: () => Promise<void>, afterWrite?: () => void, afterRead?: () => void): Promise<FsResult> {
@@ -101,6 +97,8 @@ async function main (): Promise<void> {
     dropCaches()
     results.leveldb = await leveldb(join(work, 'leveldb'), BYTES)
     }
+    // (f) snapshots: create on a small and a big standalone volume, restore on a replicated pair
+    if (SECTIONS.has('snapshots')) results.snapshots = await snapshotBench(work)
   } finally {
     await cleanupAll()
     await fsp.rm(work, { recursive: true, force: true }).catch(e => console.error(`warning: cannot remove ${work}: ${(e as Error).message}`))
@@ -120,9 +118,11 @@ async function report (r: Partial<Results>): Promise<void> {
     ['delete files/s', f(r.replfs?.small.delete), f(r.plain?.small.delete), f(r.passthrough?.small.delete), '-']
   ]
   const w = [0, 1, 2, 3, 4].map(i => Math.max(...rows.map(row => row[i].length)))
-  console.log(`\nreplfs benchmark: ${BYTES / MiB} MiB sequential (1 MiB writes + fsync), ${FILES} x 4 KiB files, dir ${BASE} (MB = MiB)`)
-  for (const row of rows) console.log(row.map((c, i) => i === 0 ? c.padEnd(w[i]) : c.padStart(w[i])).join('  '))
-  console.log('')
+  console.log(`\nreplfs benchmark: ${BYTES / MiB} MiB sequential (1 MiB writes + fsync), ${FILES} x 4 KiB files, dir ${BASE} (MB = MiB); sections ${[...SECTIONS].join(',')}`)
+  if (r.replfs !== undefined || r.plain !== undefined || r.passthrough !== undefined || r.leveldb !== undefined) {
+    for (const row of rows) console.log(row.map((c, i) => i === 0 ? c.padEnd(w[i]) : c.padStart(w[i])).join('  '))
+    console.log('')
+  }
   if (r.replfs !== undefined) {
     console.log(`write: ${f(r.replfs.write)} MB/s = ${x(r.replfs.write, r.plain?.write)} plain, ${x(r.replfs.write, r.passthrough?.write)} passthrough, ${x(r.replfs.write, r.leveldb?.write)} leveldb`)
     console.log(`read: ${f(r.replfs.read)} MB/s = ${x(r.replfs.read, r.plain?.read)} plain, ${x(r.replfs.read, r.passthrough?.read)} passthrough, ${x(r.replfs.read, r.leveldb?.read)} leveldb`)
@@ -153,7 +153,25 @@ async function report (r: Partial<Results>): Promise<void> {
     console.log(`  end to end (marker file written on the primary every 50 ms until visible on the secondary mount): p50 ${ms(l.endToEndMs.p50)} ms, p99 ${ms(l.endToEndMs.p99)} ms, max ${ms(l.endToEndMs.max)} ms (${l.endToEndMs.samples} markers, ${l.endToEndMs.missing} not seen) target p99 < 100: ${ok(l.endToEndMs.p99 < 100)}`)
     console.log(`  marker write on the primary: p50 ${ms(l.markerLocalMs.p50)} ms, p99 ${ms(l.markerLocalMs.p99)} ms; status samples: max lagRecords ${l.maxLagRecords}, max lagBytes ${(l.maxLagBytes / MiB).toFixed(1)} MiB, max lagSeconds ${l.maxLagSeconds}; caught up ${l.catchUpSeconds.toFixed(2)} s after the load`)
   }
-  const json = { date: new Date().toISOString(), bytes: BYTES, files: FILES, dir: BASE, node: process.version, sections: [...SECTIONS], units: { write: 'MiB/s', read: 'MiB/s', small: 'files/s', rss: 'bytes', latency: 'ms', wire: 'bytes on the wire per byte written' }, results: r }
+  const sn = r.snapshots
+  if (sn !== undefined) {
+    const ms = (v: number): string => !Number.isFinite(v) ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(1)
+    const mib = (v: number): string => `${(v / MiB).toFixed(0)} MiB`
+    const ok = (v: boolean): string => v ? 'ok' : 'MISSED'
+    const c = sn.create
+    console.log('\nsnapshots (in-band snapshot commands):')
+    console.log(`  create on a standalone mount (control-socket round trip, median of ${c.small.samplesMs.length}): ${mib(c.small.volumeBytes)} volume ${ms(c.small.medianMs)} ms [${c.small.samplesMs.map(ms).join(' ')}], ${mib(c.big.volumeBytes)} volume ${ms(c.big.medianMs)} ms [${c.big.samplesMs.map(ms).join(' ')}]; ratio ${c.ratio.toFixed(2)} (target near 1: ${ok(c.ratio <= 2)})`)
+    console.log(`  create through the CLI (node start-up included): ${ms(c.small.cliMs)} ms / ${ms(c.big.cliMs)} ms`)
+    const e = sn.restore
+    console.log(`  restore, replicated pair (${e.mode}), ${mib(e.volumeBytes)} in ${e.files} files; after the snapshot: ${mib(e.overwrittenBytes)} overwritten in place, ${e.deletedFiles} files (${mib(e.deletedBytes)}) deleted, ${mib(e.addedBytes)} added:`)
+    console.log(`    (a) replfs snapshot restore returned after ${ms(e.restoreCliMs)} ms on the primary (the CLI alone, snapshot list: ${ms(e.cliOverheadMs)} ms)`)
+    console.log(`    (b) secondary applied it ${ms(e.secondaryAppliedMs)} ms after the start (${ms(e.secondaryAppliedMs - e.restoreCliMs)} ms after the command returned); primary saw the ack at ${ms(e.primaryAckedMs)} ms`)
+    const idle = e.idleBytesOutPerSecond * e.secondaryAppliedMs / 1000
+    console.log(`    (c) wire: ${e.wireBytesOut} B out of the primary, ${e.wireBytesIn} B into the secondary (of which ~${idle.toFixed(0)} B are idle pings at ${e.idleBytesOutPerSecond.toFixed(0)} B/s) target < 4096: ${ok(e.wireBytesOut < 4096)}; seq ${e.seqBefore} -> ${e.seqAfter}`)
+    console.log(`    usedBytes ${mib(e.usedBytes.beforeRestore)} before, ${mib(e.usedBytes.afterRestore)} after (secondary ${mib(e.usedBytes.secondaryAfterRestore)}); longest stat() during the restore: primary ${ms(e.maxStatMs.primary)} ms, secondary ${ms(e.maxStatMs.secondary)} ms`)
+    console.log(`    content: ${e.contentOk.primary && e.contentOk.secondary ? 'ok' : 'WRONG'} (${e.contentOk.detail}); replfs verify: ${e.verify.ok ? 'identical' : 'FAILED'} (${e.verify.detail}, ${e.verify.seconds.toFixed(1)} s); snapshot create on the pair's primary: ${ms(e.createMs)} ms`)
+  }
+  const json = { date: new Date().toISOString(), bytes: BYTES, files: FILES, dir: BASE, node: process.version, sections: [...SECTIONS], units: { write: 'MiB/s', read: 'MiB/s', small: 'files/s', rss: 'bytes', latency: 'ms', wire: 'bytes on the wire per byte written', snapshots: 'ms (create, restore), bytes (wire, usedBytes)' }, results: r }
   const outDir = join(root, 'bench', 'results')
   await fsp.mkdir(outDir, { recursive: true })
   await fsp.writeFile(join(outDir, 'latest.json'), JSON.stringify(json, null, 2) + '\n')

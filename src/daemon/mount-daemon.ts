@@ -1,6 +1,7 @@
 import type { Server } from 'node:net'
 import { rmSync } from 'node:fs'
 import type { Logger } from 'pino'
+import { ReplfsError } from '../errors.js'
 import { FuseMount, isMounted } from '../fuse/mount.js'
 import type { Volume } from '../fs/volume.js'
 import { controlSocketPath, serveControl } from './control.js'
@@ -79,6 +80,7 @@ export class MountDaemon {
   private async command (req: { cmd: string }): Promise<unknown> {
     switch (req.cmd) {
       case 'status': return this.status()
+      case 'snapshot': return await this.snapshotCommand(req as { cmd: string, op?: unknown, name?: unknown, path?: unknown, writable?: unknown })
       case 'verify':
         if (this.repl === null) throw Object.assign(new Error('this volume is not replicated'), { code: 'BAD_ARGUMENT' })
         return await this.repl.verify()
@@ -86,6 +88,24 @@ export class MountDaemon {
         setImmediate(() => { void this.stop() })
         return { unmounting: this.opts.mountpoint }
       default: throw Object.assign(new Error(`unknown command ${req.cmd}`), { code: 'BAD_ARGUMENT' })
+    }
+  }
+
+  /** Snapshot commands: they change state, so they run on the primary (or a standalone volume). */
+  private async snapshotCommand (req: { op?: unknown, name?: unknown, path?: unknown, writable?: unknown }): Promise<unknown> {
+    if (req.op === 'list') return this.vol.listSnapshots()
+    if (this.opts.replication?.role === 'secondary') {
+      throw new ReplfsError('BAD_ARGUMENT', `snapshot ${String(req.op)} changes the volume, so it runs on the primary; this is the secondary`, {
+        hint: 'Run it on the primary: its snapshot commands reach this host in the replication stream'
+      })
+    }
+    const name = String(req.name ?? '')
+    switch (req.op) {
+      case 'create': return await this.vol.createSnapshot(name, { writable: req.writable === true })
+      case 'delete': return await this.vol.deleteSnapshot(name)
+      case 'restore': return await this.vol.restoreSnapshot(name, typeof req.path === 'string' ? req.path : undefined)
+      case 'refresh': return await this.vol.refreshSnapshot(name)
+      default: throw new ReplfsError('BAD_ARGUMENT', `unknown snapshot operation ${String(req.op)}`)
     }
   }
 

@@ -1,12 +1,13 @@
 import type { Logger } from 'pino'
-import { fsError } from '../errors.js'
+import { ReplfsError, fsError } from '../errors.js'
 import type { RecordLog } from '../log/record-log.js'
 import type { LogRecord } from '../log/records.js'
 import { NAME_MAX, ROOT_INO } from '../store/keys.js'
 import {
   type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, isDir, isLnk, isReg
 } from '../store/inode.js'
-import type { VolumeState } from '../store/volume-state.js'
+import { SNAPSHOTS_DIR_INO, SNAPSHOT_INO_BASE, type VolumeState, inSnapshot, snapshotIno } from '../store/volume-state.js'
+import { MAX_SNAPSHOTS, type SnapshotMeta, checkSnapshotName } from '../store/snapshots.js'
 import { nowNs } from './clock.js'
 
 /** Who is calling: the uid/gid the kernel reports for the process making the request. */
@@ -57,6 +58,11 @@ const STAT_BLKSIZE = 65_536
 const FRSIZE = 4096
 
 interface Handle { ino: number, flags: number }
+
+/** The directory (not listed in the root) through which snapshots are read. */
+export const SNAPSHOTS_DIR = '.snapshots'
+
+export interface SnapshotInfo { name: string, seq: number, created: string, writable: boolean, layers: number }
 
 const EMPTY_ROOT: Inode = {
   ino: ROOT_INO, mode: S_IFDIR | 0o755, uid: 0, gid: 0, nlink: 2, size: 0, bytes: 0, rdev: 0,
@@ -120,6 +126,10 @@ export class Volume {
     const n = await this.resolve(path)
     if (!isDir(n)) throw fsError('ENOTDIR', path)
     const out = [{ name: '.', ino: n.ino, type: S_IFDIR }, { name: '..', ino: n.parent, type: S_IFDIR }]
+    if (n.ino === SNAPSHOTS_DIR_INO) {
+      for (const s of this.state.snapshots) out.push({ name: s.name, ino: snapshotIno(s.id, ROOT_INO), type: S_IFDIR })
+      return out
+    }
     for await (const e of this.state.readdir(n.ino)) out.push(e)
     return out
   }
@@ -171,7 +181,7 @@ export class Volume {
   async open (path: string, flags: number): Promise<number> {
     const n = await this.resolve(path)
     if (isLnk(n)) throw fsError('ELOOP', `${path} is a symlink`)
-    if ((flags & 3) !== 0 && this.readOnly) throw fsError('EROFS')
+    if ((flags & 3) !== 0 && (this.readOnly || this.frozen(n.ino))) throw fsError('EROFS')
     if ((flags & 3) !== 0 && isDir(n)) throw fsError('EISDIR')
     return this.addHandle(n.ino, flags)
   }
@@ -215,7 +225,8 @@ export class Volume {
 
   async create (path: string, mode: number, caller: Caller, flags = 2): Promise<number> {
     const rec = await this.mknodRecord(path, (mode & 0o7777) | S_IFREG, caller)
-    return this.addHandle(rec.ino, flags)
+    // In a writable snapshot the new file is numbered as that snapshot's inodes are.
+    return this.addHandle(viewOf(rec.parent) === 0 ? rec.ino : snapshotIno(viewOf(rec.parent), rec.ino), flags)
   }
 
   async mknod (path: string, mode: number, rdev: number, caller: Caller): Promise<void> {
@@ -258,6 +269,7 @@ export class Volume {
       if (isDir(n)) throw fsError('EPERM', 'hard links to directories are not allowed')
       if (n.nlink >= MAX_LINKS) throw fsError('EMLINK')
       const { parent, name } = await this.resolveParent(path)
+      if (viewOf(n.ino) !== viewOf(parent.ino)) throw fsError('EXDEV', 'a hard link cannot join a snapshot and another view')
       if (await this.state.lookup(parent.ino, name) !== undefined) throw fsError('EEXIST', path)
       return { type: 'link', ino: n.ino, parent: parent.ino, name, time: nowNs() }
     })
@@ -296,6 +308,7 @@ export class Volume {
     await this.submit(async () => {
       const src = await this.resolveParent(from)
       const dst = await this.resolveParent(to)
+      if (viewOf(src.parent.ino) !== viewOf(dst.parent.ino)) throw fsError('EXDEV', 'rename between a snapshot and another view')
       const e = await this.state.lookup(src.parent.ino, src.name)
       if (e === undefined) throw fsError('ENOENT', from)
       const movingDir = e.type === S_IFDIR
@@ -426,7 +439,7 @@ export class Volume {
   /** Submits the record `make` returns and waits until LevelDB holds it. */
   private async submit<T extends LogRecord> (make: () => Promise<T | null> | T | null): Promise<T | null> {
     if (this.readOnly) throw fsError('EROFS')
-    const res = await this.log.submit(make)
+    const res = await this.log.submit(async () => this.refuseFrozenTargets(await make()))
     if (res === null) return null
     await res.durable
     return res.record
@@ -450,14 +463,23 @@ export class Volume {
       if (h === undefined) throw fsError('ENOENT', path)
       return h
     }
-    let n = await this.state.inode(ROOT_INO)
-    if (n === undefined) {
+    const root = await this.state.inode(ROOT_INO)
+    if (root === undefined) {
       // A replica that has not received its volume yet shows an empty directory.
       if (this.readOnly && this.state.format === null) return EMPTY_ROOT
       throw fsError('EIO', 'volume has no root')
     }
+    let n: Inode = root
     for (const name of components(path)) {
       if (!isDir(n)) throw fsError('ENOTDIR', path)
+      if (n.ino === ROOT_INO && name === SNAPSHOTS_DIR) { n = this.snapshotsDir(n); continue }
+      if (n.ino === SNAPSHOTS_DIR_INO) {
+        const snap = this.state.snapshot(name)
+        const snapRoot = snap === undefined ? undefined : await this.state.inode(snapshotIno(snap.id, ROOT_INO))
+        if (snapRoot === undefined) throw fsError('ENOENT', path)
+        n = { ...snapRoot, parent: SNAPSHOTS_DIR_INO }
+        continue
+      }
       const e = await this.state.lookup(n.ino, name)
       if (e === undefined) throw fsError('ENOENT', path)
       const next: Inode | undefined = await this.state.inode(e.ino)
@@ -467,6 +489,96 @@ export class Volume {
     return n
   }
 
+  /** Whether an inode cannot change: the .snapshots directory, and inodes of read-only snapshots. */
+  private frozen (ino: number): boolean {
+    if (!inSnapshot(ino)) return false
+    if (ino === SNAPSHOTS_DIR_INO) return true
+    const id = viewOf(ino)
+    return this.state.snapshots.find(s => s.id === id)?.writable !== true
+  }
+
+  /** Any change aimed at a frozen inode is EROFS, whichever path led to it. */
+  private refuseFrozenTargets<T extends LogRecord> (rec: T | null): T | null {
+    if (rec === null) return null
+    const r = rec as unknown as Record<string, unknown>
+    for (const f of ['ino', 'parent', 'srcParent', 'dstParent']) {
+      if (rec.type === 'mknod' && f === 'ino') continue
+      if (typeof r[f] === 'number' && this.frozen(r[f] as number)) throw fsError('EROFS', 'this snapshot is read-only')
+    }
+    return rec
+  }
+
+  /** The .snapshots directory: one read-only entry per snapshot, not listed in the root (like ZFS's hidden snapdir). */
+  private snapshotsDir (root: Inode): Inode {
+    return {
+      ...root, ino: SNAPSHOTS_DIR_INO, mode: S_IFDIR | 0o555, nlink: 2 + this.state.snapshots.length, size: 0, bytes: 0, parent: ROOT_INO, target: Buffer.alloc(0)
+    }
+  }
+
+  // ---- snapshots (commands travel in the record stream: see docs/snapshots.md) ----
+
+  async createSnapshot (name: string, opts: { writable?: boolean } = {}): Promise<SnapshotInfo> {
+    checkSnapshotName(name)
+    await this.submit(() => {
+      if (this.state.snapshot(name) !== undefined) throw new ReplfsError('SNAPSHOT_EXISTS', `snapshot ${name} exists`, { hint: `Refresh it with: replfs snapshot refresh <mountpoint> ${name}` })
+      if (this.state.snapshots.length >= MAX_SNAPSHOTS) throw new ReplfsError('BAD_ARGUMENT', `a volume holds at most ${MAX_SNAPSHOTS} snapshots; delete one first`)
+      return opts.writable === true ? { type: 'snapshot-create', name, time: nowNs(), writable: true } : { type: 'snapshot-create', name, time: nowNs() }
+    })
+    return this.snapshotInfo(name)
+  }
+
+  async deleteSnapshot (name: string): Promise<{ freedBytes: number }> {
+    const before = this.state.counters.usedBytes
+    await this.submit(() => { this.mustSnapshot(name); return { type: 'snapshot-delete', name } })
+    return { freedBytes: before - this.state.counters.usedBytes }
+  }
+
+  /**
+   * Restores the whole volume, or with `path` only that file or tree (what is there now is
+   * replaced, including what did not exist when the snapshot was taken; the rest is untouched).
+   */
+  async restoreSnapshot (name: string, path?: string): Promise<SnapshotInfo> {
+    await this.submit(async () => {
+      this.mustSnapshot(name)
+      if (path === undefined) return { type: 'snapshot-restore', name, time: nowNs() }
+      const parts = components(path)
+      if (parts.length === 0) throw new ReplfsError('BAD_ARGUMENT', '--path names nothing: leave it out to restore the whole volume')
+      if (parts[0] === SNAPSHOTS_DIR) throw new ReplfsError('BAD_ARGUMENT', '--path cannot point into .snapshots')
+      for (const p of parts) checkName(p)
+      try {
+        await this.resolve(`/${SNAPSHOTS_DIR}/${name}/${parts.join('/')}`)
+      } catch {
+        throw new ReplfsError('BAD_ARGUMENT', `${parts.join('/')} is not in snapshot ${name}`, { hint: `Look with: ls <mountpoint>/${SNAPSHOTS_DIR}/${name}/` })
+      }
+      const parent = await this.resolve('/' + parts.slice(0, -1).join('/')).catch(() => undefined)
+      if (parent === undefined || !isDir(parent)) {
+        throw new ReplfsError('BAD_ARGUMENT', `the directory that holds ${parts.join('/')} does not exist in the volume now`, { hint: 'Restore that directory first (a --path one level up)' })
+      }
+      return { type: 'snapshot-restore', name, time: nowNs(), path: parts }
+    })
+    return this.snapshotInfo(name)
+  }
+
+  async refreshSnapshot (name: string): Promise<SnapshotInfo> {
+    await this.submit(() => { this.mustSnapshot(name); return { type: 'snapshot-refresh', name, time: nowNs() } })
+    return this.snapshotInfo(name)
+  }
+
+  listSnapshots (): SnapshotInfo[] {
+    return this.state.snapshots.map(s => this.snapshotInfo(s.name))
+  }
+
+  private snapshotInfo (name: string): SnapshotInfo {
+    const s = this.mustSnapshot(name)
+    return { name: s.name, seq: s.seq, created: new Date(Number(BigInt(s.time) / 1_000_000n)).toISOString(), writable: s.writable === true, layers: s.chain.length }
+  }
+
+  private mustSnapshot (name: string): SnapshotMeta {
+    const s = this.state.snapshot(name)
+    if (s === undefined) throw new ReplfsError('SNAPSHOT_MISSING', `no snapshot named ${name}`, { hint: 'List them with: replfs snapshot list <mountpoint>' })
+    return s
+  }
+
   private async resolveParent (path: string): Promise<{ parent: Inode, name: string }> {
     const parts = components(path)
     const name = parts.pop()
@@ -474,6 +586,7 @@ export class Volume {
     checkName(name)
     const parent = await this.resolve('/' + parts.join('/'))
     if (!isDir(parent)) throw fsError('ENOTDIR', path)
+    if (this.frozen(parent.ino) || (parent.ino === ROOT_INO && name === SNAPSHOTS_DIR)) throw fsError('EROFS', `${path}: this snapshot is read-only`)
     return { parent, name }
   }
 
@@ -503,6 +616,11 @@ export class Volume {
       ctime: n.ctime
     }
   }
+}
+
+/** The view an inode number belongs to: 0 live, else the snapshot's id. */
+function viewOf (ino: number): number {
+  return ino === SNAPSHOTS_DIR_INO ? -1 : Math.floor(ino / SNAPSHOT_INO_BASE)
 }
 
 function isDirMode (mode: number): boolean { return (mode & S_IFMT) === S_IFDIR }

@@ -1,7 +1,13 @@
 import { ReplfsError } from '../errors.js'
 import { ROOT_INO } from '../store/keys.js'
 import { type Inode, S_IFDIR, S_IFMT, isDir } from '../store/inode.js'
-import type { Tx } from '../store/volume-state.js'
+import { decodeDirent } from '../store/inode.js'
+import { P_INODE, direntBase, withLayer } from '../store/keys.js'
+import { LayerView } from '../store/store.js'
+import {
+  type LayerTable, type SnapshotMeta, collectGarbage, findSnapshot, withSnapshotCreated, withSnapshotDeleted, withSnapshotRefreshed, withSnapshotRestored
+} from '../store/snapshots.js'
+import { SNAPSHOT_INO_BASE, type Tx, inSnapshot } from '../store/volume-state.js'
 import type { LogRecord } from './records.js'
 
 /**
@@ -41,7 +47,7 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
       touchDir(parent, rec.time)
       tx.putInode(parent)
       tx.counters.nextIno = rec.ino + 1
-      tx.counters.inodes++
+      if (tx.isLive) tx.counters.inodes++
       return
     }
     case 'link': {
@@ -157,6 +163,39 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
       await tx.freeInode(n)
       return
     }
+    case 'snapshot-create': {
+      const seq = tx.counters.seq + 1
+      tx.layers = tableChange(() => withSnapshotCreated(tx.state.layers, rec.name, seq, rec.time, tx.counters.inodes, rec.writable === true))
+      return
+    }
+    case 'snapshot-delete': {
+      dropSnapshotOrphans(tx, findSnapshot(tx.state.layers, rec.name)?.id)
+      tx.layers = tableChange(() => withSnapshotDeleted(tx.state.layers, rec.name))
+      await dropGarbage(tx)
+      return
+    }
+    case 'snapshot-restore': {
+      const snap = findSnapshot(tx.state.layers, rec.name)
+      if (rec.path !== undefined) {
+        if (snap === undefined) throw invalid(`no snapshot named ${rec.name}`)
+        await restorePath(tx, snap, rec.path, rec.time)
+        return
+      }
+      tx.layers = tableChange(() => withSnapshotRestored(tx.state.layers, rec.name))
+      tx.liveReplaced = true
+      // Files open but unlinked belonged to the old live view; the restored one has its own links.
+      for (const o of [...tx.orphans]) if (!inSnapshot(o)) { tx.orphans.delete(o); tx.orphansChanged = true }
+      tx.counters.inodes = await countInodes(tx, tx.layers.live)
+      await dropGarbage(tx)
+      return
+    }
+    case 'snapshot-refresh': {
+      dropSnapshotOrphans(tx, findSnapshot(tx.state.layers, rec.name)?.id)
+      const seq = tx.counters.seq + 1
+      tx.layers = tableChange(() => withSnapshotRefreshed(tx.state.layers, rec.name, seq, rec.time, tx.counters.inodes))
+      await dropGarbage(tx)
+      return
+    }
     default: {
       const unknown: never = rec
       throw invalid(`unknown record type ${String((unknown as { type: unknown }).type)}`)
@@ -181,8 +220,7 @@ async function dropLink (tx: Tx, n: Inode, time: bigint, keep: boolean): Promise
   if (n.nlink > 0) { tx.putInode(n); return }
   if (keep) {
     tx.putInode(n)
-    tx.orphans.add(n.ino)
-    tx.orphansChanged = true
+    tx.addOrphan(n.ino)
     return
   }
   await tx.freeInode(n)
@@ -196,6 +234,85 @@ export async function isInside (tx: Tx, dir: number, ancestor: number): Promise<
     if (hops > 1_000_000) throw invalid('directory parent links form a cycle')
     ino = (await dirInode(tx, ino, 'rename')).parent
   }
+}
+
+/**
+ * Restores one file or tree: removes what the live volume has at the path, then copies the
+ * snapshot's version there as new inodes (its old inode numbers may live on elsewhere).
+ */
+async function restorePath (tx: Tx, snap: SnapshotMeta, path: string[], time: bigint): Promise<void> {
+  if (path.length === 0) throw invalid('snapshot-restore: empty path (a whole-volume restore has none)')
+  const view = new LayerView(tx.state.store, snap.chain)
+  let srcIno = ROOT_INO
+  for (const name of path) {
+    const v = await view.get(l => withLayer(direntBase(srcIno, Buffer.from(name)), l))
+    if (v === undefined) throw invalid(`snapshot-restore: ${path.join('/')} is not in snapshot ${snap.name}`)
+    srcIno = decodeDirent(v).ino
+  }
+  let parent = await dirInode(tx, ROOT_INO, 'snapshot-restore')
+  for (const name of path.slice(0, -1)) {
+    const e = await tx.dirent(parent.ino, name)
+    if (e === undefined) throw invalid(`snapshot-restore: ${path.join('/')}: parent directory ${name} is missing`)
+    parent = await dirInode(tx, e.ino, 'snapshot-restore')
+  }
+  const name = path[path.length - 1]
+  if (await tx.dirent(parent.ino, name) !== undefined) await removeTree(tx, parent, name, time)
+  const ino = await tx.copyTreeFrom(view, srcIno, parent.ino, name, time)
+  const n = await tx.mustInode(ino, 'snapshot-restore')
+  if (isDir(n)) parent.nlink++
+  touchDir(parent, time)
+  tx.putInode(parent)
+}
+
+/** Removes parent/name and, for a directory, everything under it (files open meanwhile lose their data). */
+async function removeTree (tx: Tx, parent: Inode, name: string, time: bigint): Promise<void> {
+  const e = await tx.dirent(parent.ino, name)
+  if (e === undefined) return
+  const n = await tx.mustInode(e.ino, 'snapshot-restore')
+  if (isDir(n)) {
+    const children: string[] = []
+    for await (const c of tx.state.readdir(n.ino)) children.push(c.name)
+    for (const c of children) await removeTree(tx, n, c, time)
+    tx.deleteDirent(parent.ino, name)
+    parent.nlink--
+    await tx.freeInode(n)
+  } else {
+    tx.deleteDirent(parent.ino, name)
+    await dropLink(tx, n, time, false)
+  }
+  touchDir(parent, time)
+  tx.putInode(parent)
+}
+
+/** A writable snapshot that is deleted or refreshed takes its unlinked-but-open files with it. */
+function dropSnapshotOrphans (tx: Tx, id: number | undefined): void {
+  if (id === undefined) return
+  for (const o of [...tx.orphans]) {
+    if (Math.floor(o / SNAPSHOT_INO_BASE) === id) { tx.orphans.delete(o); tx.orphansChanged = true }
+  }
+}
+
+/** Inodes visible in a chain (a writable snapshot's count moves with its writes, so it is counted). */
+async function countInodes (tx: Tx, chain: number[]): Promise<number> {
+  let n = 0
+  for await (const _ of new LayerView(tx.state.store, chain).scan(Buffer.from([P_INODE]))) n++
+  return n
+}
+
+/** A table change that does not fit the state (missing or duplicate name) is an invalid record. */
+function tableChange (change: () => LayerTable): LayerTable {
+  try {
+    return change()
+  } catch (err) {
+    throw invalid(`${(err as Error).message}`)
+  }
+}
+
+/** Frees, in this record's batch, every version no view can see under the new table. */
+async function dropGarbage (tx: Tx): Promise<void> {
+  const g = await collectGarbage(tx.state.store, tx.layers!)
+  for (const op of g.ops) tx.ops.push(op)
+  tx.counters.usedBytes -= g.freedBytes
 }
 
 function invalid (msg: string): ReplfsError {

@@ -4,6 +4,7 @@ import { ReplfsError } from '../errors.js'
 import type { VolumeState } from '../store/volume-state.js'
 import { applyRecord } from './apply.js'
 import { encodeRecord, encodeRecordParts } from './codec.js'
+import { localizeRecord } from './views.js'
 import type { LogRecord } from './records.js'
 
 export interface Committed { seq: number, durable: Promise<void> }
@@ -81,6 +82,8 @@ export class RecordLog {
   /** fsync: everything so far on disk here, and at the peer too when replication is synchronous. */
   async sync (): Promise<void> {
     await this.settle()
+    // After a failed write the store reopens first; until it can, fsync fails with that error.
+    await this.state.store.ready()
     await this.journal?.sync()
     await this.state.store.sync()
     await this.replicated?.(this.state.counters.seq)
@@ -116,8 +119,9 @@ export class RecordLog {
 
   private async prepare (rec: LogRecord): Promise<ReturnType<VolumeState['begin']>> {
     await this.state.store.ready()
-    const tx = this.state.begin()
-    await applyRecord(rec, tx)
+    const local = localizeRecord(rec)
+    const tx = this.state.begin(local.id)
+    await applyRecord(local.rec, tx)
     return tx
   }
 

@@ -74,13 +74,29 @@ export interface RemovexattrRecord { type: 'removexattr', ino: number, name: str
 /** Frees an orphan: an inode with no links whose last open handle has closed. */
 export interface PurgeRecord { type: 'purge', ino: number }
 
+/**
+ * Snapshot commands. Each is applied at its exact place in the stream on every host, so every
+ * host's snapshots hold the same writes. They change only the layer table (and drop what no view
+ * can see any more): a restore of any size is a record of a few dozen bytes.
+ */
+export interface SnapshotCreateRecord { type: 'snapshot-create', name: string, time: bigint, writable?: boolean }
+export interface SnapshotDeleteRecord { type: 'snapshot-delete', name: string }
+/**
+ * The live volume becomes what the snapshot holds; with `path` (components from the root), only
+ * that file or tree does, including the removal of what was not there in the snapshot.
+ */
+export interface SnapshotRestoreRecord { type: 'snapshot-restore', name: string, time: bigint, path?: string[] }
+/** The snapshot becomes what the live volume holds now. */
+export interface SnapshotRefreshRecord { type: 'snapshot-refresh', name: string, time: bigint }
+
 export type LogRecord =
   | InitRecord | MknodRecord | LinkRecord | UnlinkRecord | RmdirRecord | RenameRecord
   | SetattrRecord | WriteRecord | SetxattrRecord | RemovexattrRecord | PurgeRecord
+  | SnapshotCreateRecord | SnapshotDeleteRecord | SnapshotRestoreRecord | SnapshotRefreshRecord
 
 export type RecordType = LogRecord["type"]
 
-/** Data records may be group-applied; commands (later: snapshots) are never batched across. */
+/** Data records may be group-applied; commands are never batched across. */
 export function isCommand (r: LogRecord): boolean {
-  return r.type === 'init'
+  return r.type === 'init' || r.type.startsWith('snapshot-')
 }

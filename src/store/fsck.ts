@@ -17,7 +17,7 @@ export interface FsckReport {
 }
 
 /**
- * Checks the store's invariants on the live view: every entry points at an inode of its type;
+ * Checks the store's invariants on the live view and on every snapshot's view: every entry points at an inode of its type;
  * link counts and directory parents match the entries; every block belongs to a live inode,
  * lies inside its size and has the length the size implies; byte and inode counters add up;
  * the journal is contiguous and ends at the applied seq. Reports every problem it finds.
@@ -26,23 +26,12 @@ export async function fsck (state: VolumeState, opts: { maxProblems?: number } =
   const max = opts.maxProblems ?? 100
   const problems: string[] = []
   const problem = (p: string): void => { if (problems.length < max) problems.push(p) }
-  const BS = state.blockSize
-  const live = new Set(state.live.chain)
   if (state.format === null) problem('no format metadata: not a replfs store, or never initialised')
 
-  const inodes = new Map<number, Inode>()
-  const linksSeen = new Map<number, number>()
-  const subdirs = new Map<number, number>()
-  const parentSeen = new Map<number, number>()
-  const bytesSeen = new Map<number, number>()
+  // Whole store: the journal, and the bytes held in all layers.
   let usedBytes = 0
-  let blocks = 0
   let journalFirst: number | null = null
   let journalLast: number | null = null
-  let lastBase: Buffer | null = null
-  const dirents: Array<{ parent: number, name: string, ino: number, type: number }> = []
-  const blockList: Array<{ ino: number, idx: number, len: number }> = []
-
   for await (const [k, v] of state.store.iterate(Buffer.from([0]), Buffer.from([0xff]))) {
     const p = k[0]
     if (p === P_JOURNAL) {
@@ -53,12 +42,55 @@ export async function fsck (state: VolumeState, opts: { maxProblems?: number } =
       try { decodeRecord(v) } catch (err) {
         if (!/without its payload/.test(String((err as Error).message))) problem(`journal entry ${seq} unreadable: ${(err as Error).message}`)
       }
-      continue
+    } else if (p === P_BLOCK) {
+      usedBytes += v.length
     }
+  }
+
+  // Each view: the live volume, then every snapshot (a writable one changes like the live one).
+  const live = await checkView(state, state.live.chain, '', ino => state.orphans.has(ino), problem)
+  // A snapshot may hold files that were open but unlinked when it was taken (nlink 0, freed in
+  // the live view since): orphan bookkeeping is the live view's.
+  for (const s of state.snapshots) await checkView(state, s.chain, `snapshot ${s.name}: `, null, problem)
+
+  const c = state.counters
+  if (c.inodes !== live.inodes) problem(`counter says ${c.inodes} inodes, store has ${live.inodes}`)
+  if (c.usedBytes !== usedBytes) problem(`counter says ${c.usedBytes} bytes stored, blocks hold ${usedBytes}`)
+  if (c.nextIno <= live.maxIno) problem(`next inode number ${c.nextIno} is not above the largest in use (${live.maxIno})`)
+  if (journalLast !== null && journalLast !== c.seq) problem(`journal ends at ${journalLast} but the applied seq is ${c.seq}`)
+  return {
+    ok: problems.length === 0,
+    problems,
+    inodes: live.inodes,
+    directories: live.directories,
+    blocks: live.blocks,
+    dataBytes: usedBytes,
+    journal: { first: journalFirst, last: journalLast },
+    seq: c.seq
+  }
+}
+
+interface ViewReport { inodes: number, directories: number, blocks: number, maxIno: number }
+
+/** The invariants of one view (a chain of layers), problems prefixed with `label`. */
+async function checkView (state: VolumeState, chain: readonly number[], label: string, isOrphan: ((ino: number) => boolean) | null, report: (p: string) => void): Promise<ViewReport> {
+  const problem = (p: string): void => report(label + p)
+  const BS = state.blockSize
+  const inChain = new Set(chain)
+  const inodes = new Map<number, Inode>()
+  const linksSeen = new Map<number, number>()
+  const subdirs = new Map<number, number>()
+  const parentSeen = new Map<number, number>()
+  const bytesSeen = new Map<number, number>()
+  const dirents: Array<{ parent: number, name: string, ino: number, type: number }> = []
+  const blockList: Array<{ ino: number, idx: number, len: number }> = []
+  let lastBase: Buffer | null = null
+  let blocks = 0
+
+  for await (const [k, v] of state.store.iterate(Buffer.from([0]), Buffer.from([0xff]))) {
+    const p = k[0]
     if (p !== P_INODE && p !== P_DIRENT && p !== P_BLOCK && p !== P_XATTR) continue
-    if (p === P_BLOCK && v.length > 0) usedBytes += v.length
-    const layer = layerOf(k)
-    if (!live.has(layer)) continue
+    if (!inChain.has(layerOf(k))) continue
     const base = baseOf(k)
     if (lastBase !== null && base.equals(lastBase)) continue
     lastBase = base
@@ -67,15 +99,12 @@ export async function fsck (state: VolumeState, opts: { maxProblems?: number } =
       const ino = readU64(k, 1)
       try { inodes.set(ino, decodeInode(ino, v)) } catch (err) { problem((err as Error).message) }
     } else if (p === P_DIRENT) {
-      const parent = readU64(k, 1)
-      const name = base.subarray(9, base.length - 1).toString()
       const e = decodeDirent(v)
-      dirents.push({ parent, name, ino: e.ino, type: e.type })
+      dirents.push({ parent: readU64(k, 1), name: base.subarray(9, base.length - 1).toString(), ino: e.ino, type: e.type })
     } else if (p === P_BLOCK) {
       blockList.push({ ino: readU64(k, 1), idx: readU64(k, 9), len: v.length })
     }
   }
-
   for (const d of dirents) {
     const n = inodes.get(d.ino)
     const parent = inodes.get(d.parent)
@@ -103,8 +132,8 @@ export async function fsck (state: VolumeState, opts: { maxProblems?: number } =
     } else if (n.nlink !== links) {
       problem(`inode ${ino}: nlink ${n.nlink}, but ${links} entries point at it`)
     }
-    if (n.nlink === 0 && !isDir(n) && !state.orphans.has(ino)) problem(`inode ${ino} has no links and is not an orphan`)
-    if (n.nlink > 0 && state.orphans.has(ino)) problem(`inode ${ino} is listed as an orphan but has ${n.nlink} links`)
+    if (isOrphan !== null && n.nlink === 0 && !isDir(n) && !isOrphan(ino)) problem(`inode ${ino} has no links and is not an orphan`)
+    if (isOrphan !== null && n.nlink > 0 && isOrphan(ino)) problem(`inode ${ino} is listed as an orphan but has ${n.nlink} links`)
   }
   if (!inodes.has(ROOT_INO) && state.format !== null) problem('root directory is missing')
   for (const b of blockList) {
@@ -121,19 +150,5 @@ export async function fsck (state: VolumeState, opts: { maxProblems?: number } =
     const got = bytesSeen.get(ino) ?? 0
     if (got !== n.bytes) problem(`inode ${ino}: records ${n.bytes} stored bytes, blocks hold ${got}`)
   }
-  const c = state.counters
-  if (c.inodes !== inodes.size) problem(`counter says ${c.inodes} inodes, store has ${inodes.size}`)
-  if (c.usedBytes !== usedBytes) problem(`counter says ${c.usedBytes} bytes stored, blocks hold ${usedBytes}`)
-  if (c.nextIno <= maxIno) problem(`next inode number ${c.nextIno} is not above the largest in use (${maxIno})`)
-  if (journalLast !== null && journalLast !== c.seq) problem(`journal ends at ${journalLast} but the applied seq is ${c.seq}`)
-  return {
-    ok: problems.length === 0,
-    problems,
-    inodes: inodes.size,
-    directories,
-    blocks,
-    dataBytes: usedBytes,
-    journal: { first: journalFirst, last: journalLast },
-    seq: c.seq
-  }
+  return { inodes: inodes.size, directories, blocks, maxIno }
 }

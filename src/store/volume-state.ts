@@ -6,6 +6,7 @@ import {
 } from './keys.js'
 import { type Inode, decodeDirent, decodeInode, encodeDirent, encodeInode } from './inode.js'
 import { type BatchOp, LayerView, type Store, type Version } from './store.js'
+import { type LayerTable, type SnapshotMeta, snapshotsOf } from './snapshots.js'
 
 export interface FormatMeta { formatVersion: 1, volumeId: string, blockSize: number }
 
@@ -19,8 +20,21 @@ export interface Counters {
   inodes: number
 }
 
-/** Which layers make up each view of the volume (snapshots add views; see docs/store-layout.md). */
-export interface LayerTable { nextLayer: number, live: number[] }
+export type { LayerTable }
+
+/**
+ * Inode numbers as the mount shows them: a snapshot's inodes are numbered apart from the live
+ * volume's (id * SNAPSHOT_INO_BASE + ino), so tools never take a file and its snapshot copy for
+ * hard links of each other. Live inode numbers stay below SNAPSHOT_INO_BASE.
+ */
+export const SNAPSHOT_INO_BASE = 2 ** 36
+/** The .snapshots directory itself. */
+export const SNAPSHOTS_DIR_INO = SNAPSHOT_INO_BASE - 1
+export function snapshotIno (id: number, ino: number): number { return id * SNAPSHOT_INO_BASE + ino }
+/** Whether an inode number is in a snapshot (or is the .snapshots directory): such inodes are read-only. */
+export function inSnapshot (ino: number): boolean { return ino >= SNAPSHOTS_DIR_INO }
+
+interface SnapshotView { meta: SnapshotMeta, view: LayerView }
 
 export interface DirEntry { name: string, ino: number, type: number }
 
@@ -37,6 +51,7 @@ export class VolumeState {
   layers: LayerTable = { nextLayer: 2, live: [1] }
   orphans = new Set<number>()
   live: LayerView
+  private snapViews = new Map<number, SnapshotView>()
   /** How many journal entries to keep, and whether they keep write payloads (a peer reads them). */
   journalRetain = 1024
   journalPayloads = false
@@ -66,12 +81,34 @@ export class VolumeState {
     if (counters !== undefined) this.counters = parseMeta<Counters>('counters', counters)
     if (layers !== undefined) this.layers = parseMeta<LayerTable>('layers', layers)
     this.orphans = new Set(orphans === undefined ? [] : parseMeta<number[]>('orphans', orphans))
-    this.live = new LayerView(this.store, this.layers.live)
+    this.installLayers(this.layers)
+  }
+
+  private installLayers (t: LayerTable): void {
+    this.layers = t
+    this.live = new LayerView(this.store, t.live)
+    this.snapViews = new Map(snapshotsOf(t).map(meta => [meta.id, { meta, view: new LayerView(this.store, meta.chain) }]))
+  }
+
+  get snapshots (): SnapshotMeta[] { return snapshotsOf(this.layers) }
+
+  /** The view of a snapshot by name, for reading (undefined: no such snapshot). */
+  snapshot (name: string): SnapshotMeta | undefined {
+    return this.snapshots.find(s => s.name === name)
+  }
+
+  /** Splits a mount inode number into the view it lives in and its number in the store. */
+  private where (ino: number): { view: LayerView, ino: number, id: number } | undefined {
+    if (ino < SNAPSHOT_INO_BASE) return { view: this.live, ino, id: 0 }
+    const id = Math.floor(ino / SNAPSHOT_INO_BASE)
+    const v = this.snapViews.get(id)
+    return v === undefined ? undefined : { view: v.view, ino: ino - id * SNAPSHOT_INO_BASE, id }
   }
 
   get blockSize (): number { return this.format?.blockSize ?? BLOCK_SIZE }
 
   async inode (ino: number): Promise<Inode | undefined> {
+    if (ino >= SNAPSHOT_INO_BASE) return await this.snapshotInode(ino)
     const hit = this.inodeCache.get(ino)
     if (hit !== undefined) return hit
     const base = inodeBase(ino)
@@ -82,7 +119,27 @@ export class VolumeState {
     return n
   }
 
+  /** A snapshot's inode, numbered as the mount shows it (uncached: snapshots are read rarely). */
+  private async snapshotInode (vino: number): Promise<Inode | undefined> {
+    const w = this.where(vino)
+    if (w === undefined) return undefined
+    const base = inodeBase(w.ino)
+    const v = await w.view.get(l => withLayer(base, l))
+    if (v === undefined) return undefined
+    const n = decodeInode(w.ino, v)
+    return { ...n, ino: vino, parent: n.parent === 0 ? 0 : snapshotIno(w.id, n.parent) }
+  }
+
   async lookup (parent: number, name: string): Promise<{ ino: number, type: number } | undefined> {
+    if (parent >= SNAPSHOT_INO_BASE) {
+      const w = this.where(parent)
+      if (w === undefined) return undefined
+      const base = direntBase(w.ino, Buffer.from(name))
+      const v = await w.view.get(l => withLayer(base, l))
+      if (v === undefined) return undefined
+      const e = decodeDirent(v)
+      return { ino: snapshotIno(w.id, e.ino), type: e.type }
+    }
     const ck = `${parent}/${name}`
     const hit = this.direntCache.get(ck)
     if (hit !== undefined) return hit ?? undefined
@@ -94,11 +151,17 @@ export class VolumeState {
   }
 
   async * readdir (dir: number, view: LayerView = this.live): AsyncGenerator<DirEntry> {
+    let id = 0
+    if (dir >= SNAPSHOT_INO_BASE) {
+      const w = this.where(dir)
+      if (w === undefined) return
+      ;({ view, ino: dir, id } = w)
+    }
     const prefix = direntDirPrefix(dir)
     for await (const { base, value } of view.scan(prefix)) {
       const name = base.subarray(prefix.length, base.length - 1).toString()
       const e = decodeDirent(value)
-      yield { name, ino: e.ino, type: e.type }
+      yield { name, ino: id === 0 ? e.ino : snapshotIno(id, e.ino), type: e.type }
     }
   }
 
@@ -108,13 +171,16 @@ export class VolumeState {
   }
 
   /** Reads file bytes [offset, offset+len) clipped to the inode's size into `out`; returns the count. */
-  async readInto (n: Inode, offset: number, out: Buffer, len: number, view: LayerView = this.live): Promise<number> {
+  async readInto (n: Inode, offset: number, out: Buffer, len: number): Promise<number> {
+    const w = this.where(n.ino)
+    if (w === undefined) return 0
+    const { view, ino } = w
     const BS = this.blockSize
     const end = Math.min(n.size, offset + len)
     if (end <= offset) return 0
     const first = Math.floor(offset / BS)
     const last = Math.floor((end - 1) / BS)
-    const vals = await view.getMany(last - first + 1, (i, l) => withLayer(blockBase(n.ino, first + i), l))
+    const vals = await view.getMany(last - first + 1, (i, l) => withLayer(blockBase(ino, first + i), l))
     for (let i = 0; i < vals.length; i++) {
       const bStart = (first + i) * BS
       const lo = Math.max(offset, bStart)
@@ -128,20 +194,44 @@ export class VolumeState {
     return end - offset
   }
 
-  async getxattr (ino: number, name: string, view: LayerView = this.live): Promise<Buffer | undefined> {
-    const base = xattrBase(ino, Buffer.from(name))
-    const v = await view.get(l => withLayer(base, l))
+  async getxattr (vino: number, name: string): Promise<Buffer | undefined> {
+    const w = this.where(vino)
+    if (w === undefined) return undefined
+    const base = xattrBase(w.ino, Buffer.from(name))
+    const v = await w.view.get(l => withLayer(base, l))
     return v === undefined ? undefined : v.subarray(1)
   }
 
-  async listxattr (ino: number, view: LayerView = this.live): Promise<string[]> {
-    const prefix = xattrInodePrefix(ino)
+  async listxattr (vino: number): Promise<string[]> {
+    const w = this.where(vino)
+    if (w === undefined) return []
+    const prefix = xattrInodePrefix(w.ino)
     const names: string[] = []
-    for await (const { base } of view.scan(prefix)) names.push(base.subarray(prefix.length, base.length - 1).toString())
+    for await (const { base } of w.view.scan(prefix)) names.push(base.subarray(prefix.length, base.length - 1).toString())
     return names
   }
 
-  begin (): Tx { return new Tx(this, this.live) }
+  /** A transaction on the live view, or on snapshot `id`'s view (writable snapshots). */
+  begin (id = 0): Tx {
+    if (id === 0) return new Tx(this, this.live, 0)
+    const v = this.snapViews.get(id)
+    if (v === undefined) throw new ReplfsError('RECORD_INVALID', `no snapshot with id ${id}`)
+    if (v.meta.writable !== true) throw new ReplfsError('RECORD_INVALID', `snapshot ${v.meta.name} is read-only`)
+    return new Tx(this, v.view, id)
+  }
+
+  /** Reads an inode of any view by its number in the store (uncached unless live). */
+  async inodeIn (view: LayerView, ino: number): Promise<Inode | undefined> {
+    if (view === this.live) return await this.inode(ino)
+    const v = await view.get(l => withLayer(inodeBase(ino), l))
+    return v === undefined ? undefined : decodeInode(ino, v)
+  }
+
+  async lookupIn (view: LayerView, parent: number, name: string): Promise<{ ino: number, type: number } | undefined> {
+    if (view === this.live) return await this.lookup(parent, name)
+    const v = await view.get(l => withLayer(direntBase(parent, Buffer.from(name)), l))
+    return v === undefined ? undefined : decodeDirent(v)
+  }
 
   /**
    * Hands a finished Tx to the store as one atomic batch: its effects, the journal entry for
@@ -153,17 +243,28 @@ export class VolumeState {
     this.counters = tx.counters
     this.orphans = tx.orphans
     if (tx.format !== null) this.format = tx.format
+    if (tx.layers !== null) {
+      tx.putMeta('layers', tx.layers)
+      this.installLayers(tx.layers)
+      if (tx.liveReplaced) {
+        // The live view now shows other data: nothing cached about it holds.
+        this.inodeCache.clear()
+        this.direntCache.clear()
+      }
+    }
     const seq = this.counters.seq + 1
     this.counters.seq = seq
     tx.ops.push({ type: 'put', key: journalKey(seq), value: journalEntry })
     if (seq > this.journalRetain) tx.ops.push({ type: 'del', key: journalKey(seq - this.journalRetain) })
     tx.ops.push({ type: 'put', key: metaKey('counters'), value: Buffer.from(JSON.stringify(this.counters)) })
     if (tx.orphansChanged) tx.ops.push({ type: 'put', key: metaKey('orphans'), value: Buffer.from(JSON.stringify([...this.orphans].sort((a, b) => a - b))) })
-    for (const [ino, n] of tx.inodes) {
-      if (n === null) this.inodeCache.delete(ino)
-      else this.cacheInode(n)
+    if (tx.snapshotId === 0) {
+      for (const [ino, n] of tx.inodes) {
+        if (n === null) this.inodeCache.delete(ino)
+        else this.cacheInode(n)
+      }
+      for (const [ck, e] of tx.dirents) this.cacheDirent(ck, e)
     }
-    for (const [ck, e] of tx.dirents) this.cacheDirent(ck, e)
     return this.store.write(tx.ops, { sync: opts.sync, epoch: tx.epoch })
   }
 
@@ -219,8 +320,12 @@ export class Tx {
   readonly orphans: Set<number>
   orphansChanged = false
   format: FormatMeta | null = null
+  /** A snapshot command's new layer table; `liveReplaced` when the live view's content changes with it. */
+  layers: LayerTable | null = null
+  liveReplaced = false
 
-  constructor (readonly state: VolumeState, readonly view: LayerView) {
+  /** `snapshotId`: 0 for the live view, else the writable snapshot this Tx changes. */
+  constructor (readonly state: VolumeState, readonly view: LayerView, readonly snapshotId = 0) {
     this.epoch = state.store.epoch
     this.counters = { ...state.counters }
     this.orphans = new Set(state.orphans)
@@ -242,10 +347,19 @@ export class Tx {
     this.ops.push({ type: 'put', key: metaKey(name), value: Buffer.from(JSON.stringify(value)) })
   }
 
+  /** Whether this Tx changes the live view (whose inode count the counters keep). */
+  get isLive (): boolean { return this.snapshotId === 0 }
+
+  /** Orphans are kept by the number the mount shows (a snapshot's inodes are numbered apart). */
+  addOrphan (ino: number): void {
+    this.orphans.add(this.isLive ? ino : snapshotIno(this.snapshotId, ino))
+    this.orphansChanged = true
+  }
+
   async inode (ino: number): Promise<Inode | undefined> {
     const staged = this.inodes.get(ino)
     if (staged !== undefined) return staged ?? undefined
-    const n = await this.state.inode(ino)
+    const n = await this.state.inodeIn(this.view, ino)
     // Hand out a copy: the cached object must not change before commit.
     return n === undefined ? undefined : { ...n }
   }
@@ -270,7 +384,7 @@ export class Tx {
   async dirent (parent: number, name: string): Promise<{ ino: number, type: number } | undefined> {
     const staged = this.dirents.get(`${parent}/${name}`)
     if (staged !== undefined) return staged ?? undefined
-    return await this.state.lookup(parent, name)
+    return await this.state.lookupIn(this.view, parent, name)
   }
 
   putDirent (parent: number, name: string, ino: number, mode: number): void {
@@ -300,16 +414,75 @@ export class Tx {
     this.removeKey(withLayer(xattrBase(ino, Buffer.from(name)), this.top))
   }
 
+  /**
+   * Copies the tree at `srcIno` of another view (a snapshot) to dstParent/name in this view, as
+   * new inodes (the old numbers may still be in use elsewhere in this view): attributes, data,
+   * xattrs, and hard links inside the tree. Times are kept, ctime becomes `time`. Returns the new
+   * number of the tree's root.
+   */
+  async copyTreeFrom (src: LayerView, srcIno: number, dstParent: number, name: string, time: bigint): Promise<number> {
+    const made = new Map<number, Inode>()
+    const links = new Map<number, number>()
+    const copy = async (ino: number, parent: number, entry: string): Promise<Inode> => {
+      const known = made.get(ino)
+      if (known !== undefined) {
+        this.putDirent(parent, entry, known.ino, known.mode)
+        links.set(known.ino, (links.get(known.ino) ?? 1) + 1)
+        return known
+      }
+      const raw = await src.get(l => withLayer(inodeBase(ino), l))
+      if (raw === undefined) throw new ReplfsError('RECORD_INVALID', `snapshot inode ${ino} is missing`)
+      const old = decodeInode(ino, raw)
+      const n: Inode = { ...old, ino: this.counters.nextIno++, ctime: time, parent: (old.mode & 0o170000) === 0o040000 ? parent : 0 }
+      made.set(ino, n)
+      links.set(n.ino, 1)
+      if (this.isLive) this.counters.inodes++
+      this.putDirent(parent, entry, n.ino, n.mode)
+      for await (const { base, value } of src.scan(blockInodePrefix(ino))) {
+        this.ops.push({ type: 'put', key: withLayer(blockBase(n.ino, readU64(base, 9)), this.top), value })
+        this.counters.usedBytes += value.length
+      }
+      const xp = xattrInodePrefix(ino)
+      for await (const { base, value } of src.scan(xp)) {
+        this.ops.push({ type: 'put', key: withLayer(xattrBase(n.ino, base.subarray(xp.length, base.length - 1)), this.top), value })
+      }
+      if ((n.mode & 0o170000) === 0o040000) {
+        const dp = direntDirPrefix(ino)
+        let subdirs = 0
+        for await (const { base, value } of src.scan(dp)) {
+          const child = decodeDirent(value)
+          const c = await copy(child.ino, n.ino, base.subarray(dp.length, base.length - 1).toString())
+          if ((c.mode & 0o170000) === 0o040000) subdirs++
+        }
+        n.nlink = 2 + subdirs
+      }
+      return n
+    }
+    const root = await copy(srcIno, dstParent, name)
+    for (const n of made.values()) {
+      if ((n.mode & 0o170000) !== 0o040000) n.nlink = links.get(n.ino) ?? 1
+      this.putInode(n)
+    }
+    return root.ino
+  }
+
   /** Frees an inode: its record, and its blocks and xattrs in the top layer (lower layers keep theirs). */
   async freeInode (n: Inode): Promise<void> {
     await this.dropBlocks(n, 0)
     for await (const [k] of this.state.store.iteratePrefix(xattrInodePrefix(n.ino), { values: false })) {
       if (layerOf(k) === this.top) this.ops.push({ type: 'del', key: k })
     }
+    // Lower layers (snapshots) keep theirs; tombstones hide them from this view, so they are
+    // freed once no snapshot needs them.
+    if (this.layered) {
+      for await (const { base } of this.view.scan(xattrInodePrefix(n.ino))) {
+        this.ops.push({ type: 'put', key: withLayer(base, this.top), value: Buffer.alloc(0) })
+      }
+    }
     this.inodes.set(n.ino, null)
     this.removeKey(withLayer(inodeBase(n.ino), this.top))
-    this.counters.inodes--
-    if (this.orphans.delete(n.ino)) this.orphansChanged = true
+    if (this.isLive) this.counters.inodes--
+    if (this.orphans.delete(this.isLive ? n.ino : snapshotIno(this.snapshotId, n.ino))) this.orphansChanged = true
   }
 
   /**
