@@ -2,7 +2,8 @@
 //  1. create: `snapshot create` on a standalone replfs mount (no replication) holding SMALL bytes
 //     (default 100 MiB) and on a fresh one holding BIG bytes (default 2 GiB); CREATES creates each
 //     (a 1 MiB file is written and fsynced, untimed, before each so every create freezes a non-empty
-//     layer). Timed through the control socket (the request the CLI sends), so node's start-up is
+//     layer; a mkdir, one durable record too, is timed right before each create as a control), after
+//     a pause of BENCH_SNAPSHOT_SETTLE_MS (3000) once the data is written. Timed through the control socket (the request the CLI sends), so node's start-up is
 //     not in the figure; one extra create per volume goes through the real `replfs snapshot create`
 //     CLI for comparison. Target: the BIG/SMALL ratio of the medians near 1 (O(1) create).
 //  2. restore on a replicated pair (primary -> secondary over loopback, mode async by default): fill
@@ -13,7 +14,7 @@
 //     the wire for it (primary bytesOut / secondary bytesIn, after minus before; pings every 2 s when
 //     idle are included, and an idle rate measured just before is given to judge them); then checks
 //     the content on both mounts and runs `replfs verify`.
-// Env: BENCH_SNAPSHOT_SMALL (100M), BENCH_SNAPSHOT_BIG (2G), BENCH_SNAPSHOT_CREATES (5),
+// Env: BENCH_SNAPSHOT_SMALL (100M), BENCH_SNAPSHOT_BIG (2G), BENCH_SNAPSHOT_CREATES (9), BENCH_SNAPSHOT_SETTLE_MS (3000),
 //      BENCH_SNAPSHOT_RESTORE (1G), BENCH_SNAPSHOT_CHANGE (256M), BENCH_SNAPSHOT_MODE (async|sync).
 import { execFile } from 'node:child_process'
 import { createHash, randomBytes, randomFillSync } from 'node:crypto'
@@ -30,6 +31,10 @@ export interface CreateResult {
   /** ms per create through the control socket, in order. */
   samplesMs: number[]
   medianMs: number
+  minMs: number
+  /** Control: ms of a mkdir on the mount (also one durable record) right before each create. */
+  mkdirSamplesMs: number[]
+  mkdirMedianMs: number
   /** One more create through the CLI (`replfs snapshot create`), node start-up included. */
   cliMs: number
   /** Time to write the data (MiB/s), for reference. */
@@ -67,18 +72,27 @@ export interface RestoreResult {
   /** Content after the restore matches the snapshot on both mounts (hash of the overwritten file, deleted files back, added one gone). */
   contentOk: { primary: boolean, secondary: boolean, detail: string }
   verify: { ok: boolean, seconds: number, seq?: number, detail: string }
+  /**
+   * After the verify, the same restore again with nothing changed in between (the garbage scan
+   * still runs), sent through the control socket (no CLI start-up), with a 4 KiB file written on
+   * the primary 200 ms after the request: how long that write (open+write+close) took, i.e. how
+   * long writes wait behind a restore. Not in (c).
+   */
+  again: { restoreMs: number, secondaryAppliedMs: number, probeWriteMs: number }
 }
 
 export interface SnapshotResults {
-  create: { small: CreateResult, big: CreateResult, ratio: number }
+  /** ratio: median create ms big / small; minRatio: the same of the fastest creates. */
+  create: { small: CreateResult, big: CreateResult, ratio: number, minRatio: number }
   restore: RestoreResult
 }
 
-const CREATES = Number(process.env.BENCH_SNAPSHOT_CREATES ?? '5')
+const CREATES = Number(process.env.BENCH_SNAPSHOT_CREATES ?? '9')
 const SMALL = parseSize(process.env.BENCH_SNAPSHOT_SMALL ?? '100M')
 const BIG = parseSize(process.env.BENCH_SNAPSHOT_BIG ?? '2G')
 const RESTORE = parseSize(process.env.BENCH_SNAPSHOT_RESTORE ?? '1G')
 const CHANGE = parseSize(process.env.BENCH_SNAPSHOT_CHANGE ?? '256M')
+const SETTLE_MS = Number(process.env.BENCH_SNAPSHOT_SETTLE_MS ?? '3000')
 const MODE = (process.env.BENCH_SNAPSHOT_MODE ?? 'async') as 'async' | 'sync'
 if (MODE !== 'async' && MODE !== 'sync') throw new Error(`BENCH_SNAPSHOT_MODE: async or sync, not ${String(MODE)}`)
 
@@ -139,9 +153,14 @@ async function createBench (work: string, label: string, bytes: number): Promise
   try {
     console.error(`[snapshots create ${label}] writing ${(bytes / MiB).toFixed(0)} MiB to a standalone mount`)
     const fillMiBps = await seqWrite(join(mnt, 'big.bin'), bytes)
+    await sleep(SETTLE_MS) // the same pause for both sizes: LevelDB compacts in the background after a big write
     const samplesMs: number[] = []
+    const mkdirSamplesMs: number[] = []
     for (let i = 1; i <= CREATES; i++) {
       await seqWrite(join(mnt, `between-${i}.bin`), MiB)
+      const t = now()
+      await fsp.mkdir(join(mnt, `dir-${i}`))
+      mkdirSamplesMs.push((now() - t) * 1000)
       samplesMs.push(await snap(mnt, 'create', `s${i}`))
     }
     await seqWrite(join(mnt, 'between-cli.bin'), MiB)
@@ -150,8 +169,8 @@ async function createBench (work: string, label: string, bytes: number): Promise
     const st = await fsp.stat(join(mnt, '.snapshots', 's1', 'big.bin'))
     if (st.size !== bytes) throw new Error(`.snapshots/s1/big.bin: size ${st.size}, expected ${bytes}`)
     if (await fsp.stat(join(mnt, '.snapshots', 's1', 'between-2.bin')).then(() => true, () => false)) throw new Error('.snapshots/s1 holds a file written after it')
-    const res = { volumeBytes: bytes, samplesMs, medianMs: median(samplesMs), cliMs, fillMiBps }
-    console.error(`[snapshots create ${label}] create ms: ${samplesMs.map(x => x.toFixed(1)).join(' ')} (median ${res.medianMs.toFixed(1)}); through the CLI ${cliMs.toFixed(0)} ms`)
+    const res = { volumeBytes: bytes, samplesMs, medianMs: median(samplesMs), minMs: Math.min(...samplesMs), mkdirSamplesMs, mkdirMedianMs: median(mkdirSamplesMs), cliMs, fillMiBps }
+    console.error(`[snapshots create ${label}] create ms: ${samplesMs.map(x => x.toFixed(1)).join(' ')} (median ${res.medianMs.toFixed(1)}); mkdir ms: ${mkdirSamplesMs.map(x => x.toFixed(1)).join(' ')}; through the CLI ${cliMs.toFixed(0)} ms`)
     return res
   } finally {
     await stopMount(m)
@@ -267,7 +286,23 @@ async function restoreBench (work: string): Promise<RestoreResult> {
     console.error('[snapshots restore] replfs verify')
     const verify = await runVerify(p.mntA)
     console.error(`[snapshots restore] content ${contentOk.detail}; verify: ${verify.detail} (${verify.seconds.toFixed(1)} s)`)
+
+    console.error('[snapshots restore] the same restore again, with a small write on the primary during it')
+    const tR2 = now()
+    const probeWrite = (async () => {
+      await sleep(200)
+      const t = now()
+      await fsp.writeFile(join(p.mntA, 'probe.bin'), randomBytes(4096))
+      return (now() - t) * 1000
+    })()
+    const again2 = await snap(p.mntA, 'restore', 'base')
+    const probeWriteMs = await probeWrite
+    const seq2 = (await status(p.mntA)).seq
+    const tApplied2 = await until('secondary applied the second restore', async () => Number((await status(p.mntB)).replication.appliedSeq) >= seq2)
+    const again = { restoreMs: again2, secondaryAppliedMs: (tApplied2 - tR2) * 1000, probeWriteMs }
+    console.error(`[snapshots restore] again: control socket ${again.restoreMs.toFixed(0)} ms, secondary applied at ${again.secondaryAppliedMs.toFixed(0)} ms; a 4 KiB file written 200 ms into it took ${probeWriteMs.toFixed(0)} ms`)
     return {
+      again,
       mode: MODE,
       volumeBytes: per * FILES,
       files: FILES,
@@ -300,5 +335,5 @@ export async function snapshotBench (work: string): Promise<SnapshotResults> {
   const small = await createBench(work, 'small', SMALL)
   const big = await createBench(work, 'big', BIG)
   const restore = await restoreBench(work)
-  return { create: { small, big, ratio: big.medianMs / small.medianMs }, restore }
+  return { create: { small, big, ratio: big.medianMs / small.medianMs, minRatio: big.minMs / small.minMs }, restore }
 }

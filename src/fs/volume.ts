@@ -100,9 +100,12 @@ export class Volume {
   get state (): VolumeState { return this.log.state }
 
   /** Frees orphans left by a previous run (files unlinked while open when it stopped). */
+  /** Frees orphans no handle here holds open (all of them at mount time). */
   async purgeOrphans (): Promise<number> {
-    const orphans = [...this.state.orphans]
-    for (const ino of orphans) await this.submit(() => ({ type: 'purge', ino }))
+    const orphans = [...this.state.orphans].filter(ino => !this.openCounts.has(ino))
+    for (const ino of orphans) {
+      await this.submit(() => this.openCounts.has(ino) || !this.state.orphans.has(ino) ? null : { type: 'purge', ino })
+    }
     return orphans.length
   }
 
@@ -157,6 +160,7 @@ export class Volume {
   async access (path: string, mode: number, caller: Caller): Promise<void> {
     const n = await this.resolve(path)
     if (mode === 0) return
+    if ((mode & 2) !== 0 && (this.readOnly || this.frozen(n.ino))) throw fsError('EROFS')
     if (caller.uid === 0) {
       // root may do anything except execute a file no one may execute
       if ((mode & 1) !== 0 && !isDir(n) && (n.mode & 0o111) === 0) throw fsError('EACCES')
@@ -164,7 +168,6 @@ export class Volume {
     }
     const bits = caller.uid === n.uid ? (n.mode >> 6) & 7 : caller.gid === n.gid ? (n.mode >> 3) & 7 : n.mode & 7
     if ((mode & bits) !== mode) throw fsError('EACCES')
-    if ((mode & 2) !== 0 && this.readOnly) throw fsError('EROFS')
   }
 
   statfs (): StatFs {
@@ -528,9 +531,23 @@ export class Volume {
   }
 
   async deleteSnapshot (name: string): Promise<{ freedBytes: number }> {
-    const before = this.state.counters.usedBytes
-    await this.submit(() => { this.mustSnapshot(name); return { type: 'snapshot-delete', name } })
-    return { freedBytes: before - this.state.counters.usedBytes }
+    // Measured around the record itself (under the log's lock), not around the call: other
+    // writes may be applied just before or after it.
+    let before = 0
+    let freedBytes = 0
+    let rec: LogRecord | null = null
+    const off = this.log.onRecord((_seq, r) => { if (r === rec) freedBytes = before - this.state.counters.usedBytes })
+    try {
+      await this.submit(() => {
+        this.mustSnapshot(name)
+        before = this.state.counters.usedBytes
+        rec = { type: 'snapshot-delete', name }
+        return rec
+      })
+    } finally {
+      off()
+    }
+    return { freedBytes }
   }
 
   /**
@@ -538,7 +555,7 @@ export class Volume {
    * replaced, including what did not exist when the snapshot was taken; the rest is untouched).
    */
   async restoreSnapshot (name: string, path?: string): Promise<SnapshotInfo> {
-    await this.submit(async () => {
+    const restored = await this.submit(async () => {
       this.mustSnapshot(name)
       if (path === undefined) return { type: 'snapshot-restore', name, time: nowNs() }
       const parts = components(path)
@@ -556,6 +573,8 @@ export class Volume {
       }
       return { type: 'snapshot-restore', name, time: nowNs(), path: parts }
     })
+    // Files the snapshot caught open but unlinked are orphans again; free those not open here.
+    if (restored?.path === undefined) await this.purgeOrphans()
     return this.snapshotInfo(name)
   }
 

@@ -1,8 +1,8 @@
 import { ReplfsError } from '../errors.js'
 import { ROOT_INO } from '../store/keys.js'
 import { type Inode, S_IFDIR, S_IFMT, isDir } from '../store/inode.js'
-import { decodeDirent } from '../store/inode.js'
-import { P_INODE, direntBase, withLayer } from '../store/keys.js'
+import { decodeDirent, decodeInode } from '../store/inode.js'
+import { P_INODE, direntBase, readU64, withLayer } from '../store/keys.js'
 import { LayerView } from '../store/store.js'
 import {
   type LayerTable, type SnapshotMeta, collectGarbage, findSnapshot, withSnapshotCreated, withSnapshotDeleted, withSnapshotRefreshed, withSnapshotRestored
@@ -183,9 +183,13 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
       }
       tx.layers = tableChange(() => withSnapshotRestored(tx.state.layers, rec.name))
       tx.liveReplaced = true
-      // Files open but unlinked belonged to the old live view; the restored one has its own links.
-      for (const o of [...tx.orphans]) if (!inSnapshot(o)) { tx.orphans.delete(o); tx.orphansChanged = true }
-      tx.counters.inodes = await countInodes(tx, tx.layers.live)
+      // The live view's orphans are now those of the restored content: files the snapshot caught
+      // open but unlinked (the volume frees those that are not open here any more).
+      const restored = await scanInodes(tx, tx.layers.live)
+      for (const o of [...tx.orphans]) if (!inSnapshot(o)) tx.orphans.delete(o)
+      for (const o of restored.orphans) tx.orphans.add(o)
+      tx.orphansChanged = true
+      tx.counters.inodes = restored.count
       await dropGarbage(tx)
       return
     }
@@ -292,11 +296,16 @@ function dropSnapshotOrphans (tx: Tx, id: number | undefined): void {
   }
 }
 
-/** Inodes visible in a chain (a writable snapshot's count moves with its writes, so it is counted). */
-async function countInodes (tx: Tx, chain: number[]): Promise<number> {
-  let n = 0
-  for await (const _ of new LayerView(tx.state.store, chain).scan(Buffer.from([P_INODE]))) n++
-  return n
+/** Inodes visible in a chain, and those with no links (a writable snapshot's count moves with its writes, so it is counted). */
+async function scanInodes (tx: Tx, chain: number[]): Promise<{ count: number, orphans: number[] }> {
+  let count = 0
+  const orphans: number[] = []
+  for await (const { base, value } of new LayerView(tx.state.store, chain).scan(Buffer.from([P_INODE]))) {
+    count++
+    const n = decodeInode(readU64(base, 1), value)
+    if (n.nlink === 0 && !isDir(n)) orphans.push(n.ino)
+  }
+  return { count, orphans }
 }
 
 /** A table change that does not fit the state (missing or duplicate name) is an invalid record. */

@@ -1,0 +1,198 @@
+import t from 'tap'
+import * as fs from 'node:fs'
+import { createHash } from 'node:crypto'
+import { join } from 'node:path'
+import { cli, mountVolume, shr } from '../helpers/mount.js'
+import { cliAsync, diffSnapshots, startPair, treeSnapshot, verify, waitCaughtUp, type Node } from '../helpers/replicated.js'
+
+t.setTimeout(120_000)
+
+function pattern (len: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(len)
+  for (let i = 0; i < len; i++) b[i] = (seed * 31 + i * 7 + (i >> 9)) & 0xff
+  return b
+}
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+function errCode (fn: () => unknown): string {
+  try { fn(); return 'no error' } catch (err) { return (err as NodeJS.ErrnoException).code ?? String(err) }
+}
+
+t.test('snapshot commands on a mount, read through .snapshots/NAME', async t => {
+  // attr-timeout 0: after a restore the kernel must not show cached names (a documented limit otherwise)
+  const m = await mountVolume(t, { extraArgs: ['--attr-timeout', '0'] })
+  const env = { REPLFS_RUN_DIR: m.runDir }
+  const run = (...args: string[]): ReturnType<typeof cli> => cli(args, env)
+  const v1 = pattern(300_000, 1)
+  fs.writeFileSync(join(m.mnt, 'A'), v1)
+  fs.mkdirSync(join(m.mnt, 'dir'))
+  fs.writeFileSync(join(m.mnt, 'dir/B'), 'bee\n')
+  fs.symlinkSync('../A', join(m.mnt, 'dir/lnk'))
+
+  const c = run('snapshot', 'create', m.mnt, 's1')
+  t.equal(c.code, 0, `create: ${c.stdout}${c.stderr}`)
+  t.match(c.stdout, /created snapshot s1 at seq \d+/)
+  const l = run('snapshot', 'list', m.mnt, '--json')
+  t.equal(l.code, 0, 'list --json')
+  const list = JSON.parse(l.stdout) as Array<{ name: string, seq: number, created: string, writable: boolean, layers: number }>
+  t.equal(list.length, 1)
+  t.same(Object.keys(list[0]).sort(), ['created', 'layers', 'name', 'seq', 'writable'])
+  t.equal(list[0].name, 's1')
+  t.equal(list[0].writable, false)
+  t.ok(Number.isInteger(list[0].seq) && list[0].seq > 0, `seq ${list[0].seq}`)
+  t.ok(Math.abs(Date.parse(list[0].created) - Date.now()) < 60_000, `created ${list[0].created}`)
+  const plain = run('snapshot', 'list', m.mnt)
+  t.equal(plain.code, 0)
+  t.match(plain.stdout, /^s1\s+\d+\s+\S+\s+ro$/m, 'plain list shows s1 ro')
+
+  const S = join(m.mnt, '.snapshots', 's1')
+  const snapTree = treeSnapshot(S)
+  // change the live volume
+  fs.writeFileSync(join(m.mnt, 'A'), pattern(200_000, 2))
+  fs.unlinkSync(join(m.mnt, 'dir/B'))
+  fs.writeFileSync(join(m.mnt, 'C'), 'sea')
+  t.ok(fs.readFileSync(join(S, 'A')).equals(v1), 'A reads v1 in the snapshot')
+  t.equal(fs.readFileSync(join(S, 'dir/B'), 'utf8'), 'bee\n', 'B still in the snapshot')
+  t.equal(fs.readlinkSync(join(S, 'dir/lnk')), '../A', 'symlink in the snapshot')
+  t.notOk(fs.existsSync(join(S, 'C')), 'C not in the snapshot')
+  t.same(treeSnapshot(S), snapTree, 'the snapshot did not change')
+
+  t.test('read-only: EROFS for changes under .snapshots', async t => {
+    t.equal(errCode(() => fs.writeFileSync(join(S, 'new'), 'x')), 'EROFS', 'create')
+    t.equal(errCode(() => fs.openSync(join(S, 'A'), 'r+')), 'EROFS', 'open O_RDWR')
+    t.equal(errCode(() => fs.unlinkSync(join(S, 'A'))), 'EROFS', 'unlink')
+    t.equal(errCode(() => fs.mkdirSync(join(S, 'd2'))), 'EROFS', 'mkdir inside')
+    t.equal(errCode(() => fs.mkdirSync(join(m.mnt, '.snapshots', 'x'))), 'EROFS', 'mkdir in .snapshots')
+    t.equal(errCode(() => fs.mkdirSync(join(m.mnt, '.snapshots'))), 'EEXIST', 'mkdir .snapshots: it exists')
+    t.equal(errCode(() => fs.renameSync(join(S, 'A'), join(m.mnt, 'out'))), 'EROFS', 'rename out of')
+    t.equal(errCode(() => fs.renameSync(join(m.mnt, 'C'), join(S, 'in'))), 'EROFS', 'rename into')
+    t.equal(errCode(() => fs.chmodSync(join(S, 'A'), 0o600)), 'EROFS', 'chmod')
+    t.equal(errCode(() => fs.truncateSync(join(S, 'A'), 0)), 'EROFS', 'truncate')
+    t.equal(errCode(() => fs.rmdirSync(S)), 'EROFS', 'rmdir the snapshot')
+    const x = shr(`setfattr -n user.x -v 1 '${join(S, 'A')}'`)
+    t.not(x.code, 0, 'setfattr fails')
+    t.match(x.stderr, /Read-only file system/, 'setfattr: EROFS')
+    t.ok(fs.readFileSync(join(S, 'A')).equals(v1), 'still v1')
+  })
+
+  t.test('.snapshots is hidden from ls but can be entered', async t => {
+    const ls = shr(`ls -a '${m.mnt}'`)
+    t.equal(ls.code, 0)
+    t.notOk(ls.stdout.split('\n').includes('.snapshots'), `ls -a: ${ls.stdout.trim().replace(/\n/g, ' ')}`)
+    const ls2 = shr(`ls '${join(m.mnt, '.snapshots')}'`)
+    t.equal(ls2.code, 0)
+    t.same(ls2.stdout.trim().split('\n'), ['s1'])
+    t.same(fs.readdirSync(S).sort(), ['A', 'dir'])
+    const st = fs.statSync(S)
+    t.ok(st.isDirectory())
+    t.ok(st.ino >= 2 ** 36, `snapshot inode ${st.ino} is numbered apart`)
+  })
+
+  t.test('restore, refresh, delete', async t => {
+    const r = run('snapshot', 'restore', m.mnt, 's1')
+    t.equal(r.code, 0, `restore: ${r.stdout}${r.stderr}`)
+    t.match(r.stdout, /restored .* from snapshot s1/)
+    t.ok(fs.readFileSync(join(m.mnt, 'A')).equals(v1), 'live A is v1 again')
+    t.equal(fs.readFileSync(join(m.mnt, 'dir/B'), 'utf8'), 'bee\n', 'B back')
+    t.notOk(fs.existsSync(join(m.mnt, 'C')), 'C gone')
+    t.same(diffSnapshots(treeSnapshot(m.mnt), snapTree), [], 'live tree equals the snapshot')
+    // refresh
+    fs.writeFileSync(join(m.mnt, 'D'), pattern(70_000, 4))
+    fs.appendFileSync(join(m.mnt, 'A'), 'tail')
+    const f = run('snapshot', 'refresh', m.mnt, 's1')
+    t.equal(f.code, 0, `refresh: ${f.stdout}${f.stderr}`)
+    t.same(diffSnapshots(treeSnapshot(S), treeSnapshot(m.mnt)), [], 'snapshot equals live after refresh')
+    t.ok(fs.readFileSync(join(S, 'D')).equals(pattern(70_000, 4)), 'D in the snapshot')
+    const list2 = JSON.parse(run('snapshot', 'list', m.mnt, '--json').stdout) as Array<{ seq: number }>
+    t.ok(list2[0].seq > list[0].seq, 'refresh moved the seq')
+    // errors
+    const dup = run('snapshot', 'create', m.mnt, 's1')
+    t.not(dup.code, 0, 'duplicate create fails')
+    t.match(dup.stderr, /exists/)
+    const bad = run('snapshot', 'create', m.mnt, 'a/b')
+    t.not(bad.code, 0, 'bad name fails')
+    const miss = run('snapshot', 'delete', m.mnt, 'nope')
+    t.not(miss.code, 0, 'delete of a missing snapshot fails')
+    t.match(miss.stderr, /no snapshot named nope/)
+    // delete
+    fs.writeFileSync(join(m.mnt, 'D'), pattern(70_000, 5)) // the snapshot alone holds D's old 70 000 bytes
+    const d = run('snapshot', 'delete', m.mnt, 's1')
+    t.equal(d.code, 0, `delete: ${d.stdout}${d.stderr}`)
+    const freed = Number(/; (\d+) bytes freed/.exec(d.stdout)?.[1])
+    t.ok(freed >= 70_000, `${freed} bytes freed`)
+    t.same(fs.readdirSync(join(m.mnt, '.snapshots')), [], '.snapshots is empty')
+    t.notOk(fs.existsSync(S), 'the snapshot is gone')
+    t.same(JSON.parse(run('snapshot', 'list', m.mnt, '--json').stdout), [])
+  })
+
+  t.test('fsck of the store is clean after it all', async t => {
+    await m.stop()
+    const r = cli(['fsck', '--store', m.store])
+    t.equal(r.code, 0, `fsck: ${r.stdout}${r.stderr}`)
+  })
+})
+
+/** sha256 of every file under dir, by relative path. */
+function fileHashes (dir: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  const walk = (rel: string): void => {
+    for (const e of fs.readdirSync(join(dir, rel), { withFileTypes: true })) {
+      const r = rel === '' ? e.name : join(rel, e.name)
+      if (e.isDirectory()) walk(r)
+      else if (e.isFile()) out[r] = sha(fs.readFileSync(join(dir, r)))
+    }
+  }
+  walk('')
+  return out
+}
+
+t.test('replicated pair: snapshot commands reach the secondary', async t => {
+  const pair = await startPair(t, { primaryArgs: ['--attr-timeout', '0'] })
+  const P = pair.primary.mnt
+  const Sm = pair.secondary.mnt
+  const run = async (n: Node, ...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> => await cliAsync(args, { REPLFS_RUN_DIR: n.runDir })
+  const verifyOk = async (what: string): Promise<void> => {
+    await waitCaughtUp(pair.primary)
+    const v = await verify(pair.primary)
+    t.equal(v.code, 0, `verify after ${what}: ${v.output.trim().split('\n')[0]}`)
+  }
+  fs.mkdirSync(join(P, 'd'))
+  for (let i = 0; i < 8; i++) fs.writeFileSync(join(P, i % 2 === 0 ? 'd' : '', `f${i}`), pattern(50_000 * (i + 1), i))
+  const c = await run(pair.primary, 'snapshot', 'create', P, 'snap')
+  t.equal(c.code, 0, `create on the primary: ${c.stderr}`)
+  await verifyOk('create')
+  const hp = fileHashes(join(P, '.snapshots/snap'))
+  t.equal(Object.keys(hp).length, 8, '8 files in the snapshot')
+  t.same(fileHashes(join(Sm, '.snapshots/snap')), hp, 'secondary snapshot files byte-identical (sha256)')
+  const [lp, ls] = [await run(pair.primary, 'snapshot', 'list', P, '--json'), await run(pair.secondary, 'snapshot', 'list', Sm, '--json')]
+  t.equal(ls.code, 0, 'list works on the secondary')
+  t.same(JSON.parse(ls.stdout), JSON.parse(lp.stdout), 'same list on both')
+
+  for (const op of ['create', 'delete', 'restore', 'refresh']) {
+    const r = await run(pair.secondary, 'snapshot', op, Sm, op === 'create' ? 'other' : 'snap')
+    t.not(r.code, 0, `${op} on the secondary fails`)
+    t.match(r.stderr, /primary/, `${op}: the message names the primary`)
+  }
+
+  // change, restore, refresh, delete: each replicated, verified
+  for (let i = 0; i < 8; i += 3) fs.writeFileSync(join(P, i % 2 === 0 ? 'd' : '', `f${i}`), pattern(1000, 100 + i))
+  fs.writeFileSync(join(P, 'extra'), pattern(100_000, 77))
+  await verifyOk('changes')
+  const r = await run(pair.primary, 'snapshot', 'restore', P, 'snap')
+  t.equal(r.code, 0, `restore: ${r.stderr}`)
+  await verifyOk('restore')
+  t.same(fileHashes(P), hp, 'primary live = snapshot')
+  t.same(fileHashes(Sm), hp, 'secondary live = snapshot')
+  fs.writeFileSync(join(P, 'after'), 'after restore')
+  const f = await run(pair.primary, 'snapshot', 'refresh', P, 'snap')
+  t.equal(f.code, 0, `refresh: ${f.stderr}`)
+  await verifyOk('refresh')
+  t.equal(fs.readFileSync(join(Sm, '.snapshots/snap/after'), 'utf8'), 'after restore', 'refresh reached the secondary')
+  t.same(fileHashes(join(Sm, '.snapshots/snap')), fileHashes(join(P, '.snapshots/snap')), 'snapshot identical after refresh')
+  const d = await run(pair.primary, 'snapshot', 'delete', P, 'snap')
+  t.equal(d.code, 0, `delete: ${d.stderr}`)
+  await verifyOk('delete')
+  t.same(fs.readdirSync(join(Sm, '.snapshots')), [], 'the secondary has no snapshot')
+  t.same(JSON.parse((await run(pair.secondary, 'snapshot', 'list', Sm, '--json')).stdout), [])
+  t.same(diffSnapshots(treeSnapshot(P), treeSnapshot(Sm)), [], 'live trees equal')
+})
