@@ -4,7 +4,8 @@
 // behind (counting that as a failure). Ends with "tests: N passed, N failed".
 // Usage: node scripts/run-tests.mjs [substring-filter ...]
 import { spawn, execFileSync } from 'node:child_process'
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 
 const root = new URL('..', import.meta.url).pathname
@@ -21,9 +22,15 @@ function find (dir) {
   return out
 }
 
+// Each run gets its own temp dir (TMPDIR for the test processes), so the leftover-mount cleanup
+// below only ever touches this run's mounts, never those of another run on the same machine.
+const runTmp = mkdtempSync(join(tmpdir(), 'replfs-run-'))
+// Like /tmp itself: tests run commands as other users (permission tests) under it.
+chmodSync(runTmp, 0o1777)
+
 function fuseMounts () {
   return readFileSync('/proc/mounts', 'utf8').split('\n')
-    .map(l => l.split(' ')).filter(f => f[2]?.startsWith('fuse') && f[1].includes('replfs-test-'))
+    .map(l => l.split(' ')).filter(f => f[2]?.startsWith('fuse') && f[1].startsWith(runTmp + '/'))
     .map(f => f[1].replace(/\\040/g, ' '))
 }
 
@@ -38,7 +45,7 @@ for (const file of files) {
   const started = Date.now()
   const counts = await new Promise(resolve => {
     const c = { pass: 0, fail: 0, skip: 0, names: [] }
-    const child = spawn(process.execPath, [file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TAP_COLORS: '0' } })
+    const child = spawn(process.execPath, [file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TAP_COLORS: '0', TMPDIR: runTmp } })
     const timer = setTimeout(() => { c.timedOut = true; child.kill('SIGKILL') }, FILE_TIMEOUT_MS)
     let buf = ''
     child.stdout.on('data', d => {
@@ -68,6 +75,8 @@ for (const file of files) {
   for (const n of counts.names) failures.push(`${rel}: ${n}`)
   process.stdout.write(`# ${rel}: ${counts.pass} passed, ${counts.fail} failed (${((Date.now() - started) / 1000).toFixed(1)}s)\n`)
 }
+
+try { rmSync(runTmp, { recursive: true, force: true }) } catch { /* a mount that would not go; reported above */ }
 
 if (failures.length > 0) {
   process.stdout.write('\n# failures:\n')

@@ -20,14 +20,18 @@ export function registerSnapshot (program: Command): void {
     })
 
   snap.command('list')
-    .description('list snapshots: name, seq and time they were taken')
+    .description('list snapshots: name, seq and time taken, ro/rw, and the data each alone holds (what deleting it frees)')
     .argument('<mountpoint>')
     .option('--json', 'print JSON')
-    .action(async (mnt: string, o: { json?: boolean }) => {
-      const list = await callControl(mnt, { cmd: 'snapshot', op: 'list' }) as SnapshotInfo[]
+    .option('--no-space', 'skip the space column (it reads every block key once)')
+    .action(async (mnt: string, o: { json?: boolean, space: boolean }) => {
+      const list = await callControl(mnt, { cmd: 'snapshot', op: 'list', space: o.space }) as SnapshotInfo[]
       if (o.json === true) { process.stdout.write(JSON.stringify(list, null, 2) + '\n'); return }
-      process.stdout.write(`${'NAME'.padEnd(24)} ${'SEQ'.padStart(10)}  ${'CREATED'.padEnd(24)}  MODE\n`)
-      for (const s of list) process.stdout.write(`${s.name.padEnd(24)} ${String(s.seq).padStart(10)}  ${s.created.padEnd(24)}  ${s.writable ? 'rw' : 'ro'}\n`)
+      process.stdout.write(`${'NAME'.padEnd(24)} ${'SEQ'.padStart(10)}  ${'CREATED'.padEnd(24)}  MODE  ${'HELD'.padStart(10)}\n`)
+      for (const s of list) {
+        const held = s.heldBytes === undefined ? '-' : formatBytes(s.heldBytes)
+        process.stdout.write(`${s.name.padEnd(24)} ${String(s.seq).padStart(10)}  ${s.created.padEnd(24)}  ${s.writable ? 'rw' : 'ro'}    ${held.padStart(10)}\n`)
+      }
     })
 
   snap.command('delete')
@@ -54,4 +58,12 @@ export function registerSnapshot (program: Command): void {
       const s = await callControl(mnt, { cmd: 'snapshot', op: 'refresh', name }) as SnapshotInfo
       process.stdout.write(`refreshed snapshot ${s.name} at seq ${s.seq}\n`)
     })
+}
+
+function formatBytes (n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let v = n
+  let u = 0
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`
 }

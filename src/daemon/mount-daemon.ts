@@ -80,7 +80,7 @@ export class MountDaemon {
   private async command (req: { cmd: string }): Promise<unknown> {
     switch (req.cmd) {
       case 'status': return this.status()
-      case 'snapshot': return await this.snapshotCommand(req as { cmd: string, op?: unknown, name?: unknown, path?: unknown, writable?: unknown })
+      case 'snapshot': return await this.snapshotCommand(req as { cmd: string, op?: unknown, name?: unknown, path?: unknown, writable?: unknown, space?: unknown })
       case 'verify':
         if (this.repl === null) throw Object.assign(new Error('this volume is not replicated'), { code: 'BAD_ARGUMENT' })
         return await this.repl.verify()
@@ -92,8 +92,8 @@ export class MountDaemon {
   }
 
   /** Snapshot commands: they change state, so they run on the primary (or a standalone volume). */
-  private async snapshotCommand (req: { op?: unknown, name?: unknown, path?: unknown, writable?: unknown }): Promise<unknown> {
-    if (req.op === 'list') return this.vol.listSnapshots()
+  private async snapshotCommand (req: { op?: unknown, name?: unknown, path?: unknown, writable?: unknown, space?: unknown }): Promise<unknown> {
+    if (req.op === 'list') return await this.vol.listSnapshots({ space: req.space === true })
     if (this.opts.replication?.role === 'secondary') {
       throw new ReplfsError('BAD_ARGUMENT', `snapshot ${String(req.op)} changes the volume, so it runs on the primary; this is the secondary`, {
         hint: 'Run it on the primary: its snapshot commands reach this host in the replication stream'

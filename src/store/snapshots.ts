@@ -152,3 +152,37 @@ export async function collectGarbage (store: Store, table: LayerTable): Promise<
   }
   return out
 }
+
+/**
+ * Bytes of file data each snapshot alone holds: what deleting it would free. One scan of the
+ * blocks (a version counts for a snapshot when that snapshot is the only view that sees it).
+ */
+export async function heldBytes (store: Store, table: LayerTable): Promise<Map<string, number>> {
+  const snaps = snapshotsOf(table)
+  const views = [{ name: '', chain: new Set(table.live) }, ...snaps.map(s => ({ name: s.name, chain: new Set(s.chain) }))]
+  const held = new Map<string, number>(snaps.map(s => [s.name, 0]))
+  let base: Buffer | null = null
+  let group: Array<{ layer: number, size: number }> = []
+  const flush = (): void => {
+    const seenBy = new Map<number, string[]>()
+    for (const v of views) {
+      const g = group.find(x => v.chain.has(x.layer))
+      if (g !== undefined) seenBy.set(g.layer, [...(seenBy.get(g.layer) ?? []), v.name])
+    }
+    for (const g of group) {
+      const who = seenBy.get(g.layer)
+      if (who?.length === 1 && who[0] !== '') held.set(who[0], (held.get(who[0]) ?? 0) + g.size)
+    }
+    group = []
+  }
+  for await (const [k, v] of store.iterate(Buffer.from([P_BLOCK]), Buffer.from([P_BLOCK + 1]))) {
+    const b = baseOf(k)
+    if (base === null || !b.equals(base)) {
+      if (group.length > 0) flush()
+      base = b
+    }
+    group.push({ layer: layerOf(k), size: v.length })
+  }
+  if (group.length > 0) flush()
+  return held
+}

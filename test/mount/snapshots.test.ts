@@ -36,14 +36,15 @@ t.test('snapshot commands on a mount, read through .snapshots/NAME', async t => 
   t.equal(l.code, 0, 'list --json')
   const list = JSON.parse(l.stdout) as Array<{ name: string, seq: number, created: string, writable: boolean, layers: number }>
   t.equal(list.length, 1)
-  t.same(Object.keys(list[0]).sort(), ['created', 'layers', 'name', 'seq', 'writable'])
+  t.same(Object.keys(list[0]).sort(), ['created', 'heldBytes', 'layers', 'name', 'seq', 'writable'])
+  t.equal((list[0] as { heldBytes?: number }).heldBytes, 0, 'nothing changed since: the snapshot alone holds nothing')
   t.equal(list[0].name, 's1')
   t.equal(list[0].writable, false)
   t.ok(Number.isInteger(list[0].seq) && list[0].seq > 0, `seq ${list[0].seq}`)
   t.ok(Math.abs(Date.parse(list[0].created) - Date.now()) < 60_000, `created ${list[0].created}`)
   const plain = run('snapshot', 'list', m.mnt)
   t.equal(plain.code, 0)
-  t.match(plain.stdout, /^s1\s+\d+\s+\S+\s+ro$/m, 'plain list shows s1 ro')
+  t.match(plain.stdout, /^s1\s+\d+\s+\S+\s+ro\s+0 B$/m, 'plain list shows s1 ro, holding 0 B')
 
   const S = join(m.mnt, '.snapshots', 's1')
   const snapTree = treeSnapshot(S)

@@ -84,9 +84,9 @@ t.test('writes and snapshot commands on a connected primary: the secondary is by
       const v = await p.repl.verify()
       if (!v.identical) throw new Error(`verify at ${v.seq}: digests differ ${JSON.stringify(v)}`)
       if (!await dumpsEqual(p, s)) throw new Error('state dumps differ')
-      const [lp, ls] = [JSON.stringify(p.vol.listSnapshots()), JSON.stringify(s.vol.listSnapshots())]
+      const [lp, ls] = [JSON.stringify((await p.vol.listSnapshots())), JSON.stringify((await s.vol.listSnapshots()))]
       if (lp !== ls) throw new Error(`snapshot lists differ: ${lp} vs ${ls}`)
-      for (const sn of p.vol.listSnapshots()) {
+      for (const sn of (await p.vol.listSnapshots())) {
         const [tp, ts] = [await treeDump(p.vol, `/.snapshots/${sn.name}`), await treeDump(s.vol, `/.snapshots/${sn.name}`)]
         if (JSON.stringify(tp) !== JSON.stringify(ts)) throw new Error(`snapshot ${sn.name} reads differently on the secondary`)
       }
@@ -188,7 +188,7 @@ t.test('a snapshot taken while writers run holds every write completed before th
     t.ok((await readFile(p.vol, `/.snapshots/mid/w${w}`)).equals(await readFile(s.vol, `/.snapshots/mid/w${w}`)), `w${w}: primary and secondary snapshot views equal`)
   }
   t.same(await treeDump(s.vol, '/.snapshots/mid'), await treeDump(p.vol, '/.snapshots/mid'), 'snapshot trees equal')
-  t.same(s.vol.listSnapshots(), p.vol.listSnapshots(), 'snapshot lists equal')
+  t.same((await s.vol.listSnapshots()), (await p.vol.listSnapshots()), 'snapshot lists equal')
   const v = await p.repl.verify()
   t.ok(v.identical, `verify at seq ${v.seq}: identical`)
   t.same(await stateDump(s), await stateDump(p), 'state dumps equal')
@@ -209,10 +209,10 @@ t.test('the secondary refuses snapshot commands itself and follows the primary',
   ] as const) {
     try { await fn(); t.fail(`${what} succeeded on the secondary`) } catch (err) { t.equal((err as { code?: string }).code, 'EROFS', `${what} on the secondary's Volume: EROFS`) }
   }
-  t.same(s.vol.listSnapshots().map(x => x.name), ['s1'])
+  t.same((await s.vol.listSnapshots()).map(x => x.name), ['s1'])
   await p.vol.deleteSnapshot('s1')
   await caughtUp(p, s)
-  t.same(s.vol.listSnapshots(), [], 'delete followed')
+  t.same((await s.vol.listSnapshots()), [], 'delete followed')
   t.ok(await dumpsEqual(p, s))
 })
 
@@ -228,7 +228,7 @@ t.test('a fresh secondary copied in full gets every snapshot; one that reconnect
   const s = await makeSecondary(t)
   const c = connect(p, s)
   await caughtUp(p, s)
-  t.same(s.vol.listSnapshots(), p.vol.listSnapshots(), 'the copy brought the snapshot list')
+  t.same((await s.vol.listSnapshots()), (await p.vol.listSnapshots()), 'the copy brought the snapshot list')
   for (const n of ['s1', 's2']) t.same(await treeDump(s.vol, `/.snapshots/${n}`), await treeDump(p.vol, `/.snapshots/${n}`), `${n} reads the same on the copy`)
   t.ok((await p.repl.verify()).identical, 'verify after the copy')
   // Cut, run commands and writes, reconnect: the secondary resumes from its journal position.
@@ -241,7 +241,7 @@ t.test('a fresh secondary copied in full gets every snapshot; one that reconnect
   await p.vol.createSnapshot('s3')
   connect(p, s)
   await caughtUp(p, s)
-  t.same(s.vol.listSnapshots(), p.vol.listSnapshots(), 'snapshot lists equal after resuming')
+  t.same((await s.vol.listSnapshots()), (await p.vol.listSnapshots()), 'snapshot lists equal after resuming')
   t.same(await treeDump(s.vol, '/'), await treeDump(p.vol, '/'), 'live trees equal')
   t.same(await treeDump(s.vol, '/.snapshots/s2'), await treeDump(p.vol, '/'), 's2 was refreshed to the live volume on the secondary')
   t.ok((await p.repl.verify()).identical, 'verify after resuming')

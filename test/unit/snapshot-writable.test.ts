@@ -36,7 +36,7 @@ t.test('a writable snapshot takes writes of its own; the live volume and read-on
   await put(vol, '/d/f', 'live v1')
   await vol.createSnapshot('w', { writable: true })
   await vol.createSnapshot('r')
-  t.same(vol.listSnapshots().map(s => [s.name, s.writable]), [['w', true], ['r', false]])
+  t.same((await vol.listSnapshots()).map(s => [s.name, s.writable]), [['w', true], ['r', false]])
 
   const fh = await vol.open('/.snapshots/w/d/f', 2)
   await vol.write(fh, Buffer.from('snap v2'), 7, 0)

@@ -164,7 +164,7 @@ t.test('a snapshot holds its point in time', async t => {
   const root = (await a.vol.readdir('/')).map(e => e.name)
   t.notOk(root.includes('.snapshots'), '.snapshots is not listed in the root')
   t.same((await a.vol.readdir('/.snapshots')).map(e => e.name).filter(n => n !== '.' && n !== '..'), ['s1'])
-  t.same(a.vol.listSnapshots().map(s => s.name), ['s1'])
+  t.same((await a.vol.listSnapshots()).map(s => s.name), ['s1'])
   await fsckClean(t, a, 'after changes')
 })
 
@@ -238,7 +238,7 @@ t.test('delete frees what only the snapshot held', async t => {
   t.equal(r.freedBytes, MiB, 'freedBytes = 1 MiB')
   t.equal(a.state.counters.usedBytes, MiB, 'usedBytes back to 1 MiB')
   t.ok((await readAll(a.vol, '/big')).equals(pattern(MiB, 2)), 'live content intact')
-  t.same(a.vol.listSnapshots(), [])
+  t.same((await a.vol.listSnapshots()), [])
   await rejectsWith(t, a.vol.getattr('/.snapshots/s1'), 'ENOENT', 'the snapshot directory is gone')
   await fsckClean(t, a, 'after delete')
   // And with the snapshot's own unlinked file
@@ -271,8 +271,8 @@ t.test('bad names, duplicates and missing snapshots are refused and change nothi
   // the limits themselves are fine
   await a.vol.createSnapshot('x'.repeat(255))
   await a.vol.createSnapshot('...')
-  t.same(a.vol.listSnapshots().map(s => s.name), ['s1', 'x'.repeat(255), '...'])
-  t.ok(a.vol.listSnapshots().every(s => s.writable === false && s.layers >= 1 && !Number.isNaN(Date.parse(s.created))), 'list fields')
+  t.same((await a.vol.listSnapshots()).map(s => s.name), ['s1', 'x'.repeat(255), '...'])
+  t.ok((await a.vol.listSnapshots()).every(s => s.writable === false && s.layers >= 1 && !Number.isNaN(Date.parse(s.created))), 'list fields')
 })
 
 t.test('snapshots are read-only: EROFS for every change', async t => {
@@ -543,4 +543,24 @@ t.test('access(W_OK) on a snapshot file is EROFS, as on any read-only filesystem
   await rejectsWith(t, a.vol.access('/.snapshots/s1/A', 2, { uid: 1000, gid: 1000 }), 'EROFS', 'W_OK, non-root')
   await rejectsWith(t, a.vol.access('/.snapshots/s1/A', 2, ROOT), 'EROFS', 'W_OK, root')
   await a.vol.access('/A', 2, { uid: 1000, gid: 1000 }).then(() => t.pass('W_OK allowed on the live file'), err => t.fail(String(err)))
+})
+
+t.test('list --space tells what each snapshot alone holds, and that is exactly what deleting it frees', async t => {
+  const a = await tempVolume()
+  t.teardown(() => a.close())
+  const K = 64 * KiB
+  await put(a.vol, '/f', pattern(4 * K, 1))
+  await a.vol.createSnapshot('s1')
+  await overwrite(a.vol, '/f', pattern(4 * K, 2))
+  await a.vol.createSnapshot('s2')
+  await a.vol.createSnapshot('s3')
+  await overwrite(a.vol, '/f', pattern(4 * K, 3))
+  const held = Object.fromEntries((await a.vol.listSnapshots({ space: true })).map(s => [s.name, s.heldBytes]))
+  t.same(held, { s1: 4 * K, s2: 0, s3: 0 }, 's1 alone holds v1; s2 and s3 share v2, so neither alone holds it')
+  t.equal((await a.vol.deleteSnapshot('s1')).freedBytes, held.s1, 'deleting s1 frees what list said')
+  const after = Object.fromEntries((await a.vol.listSnapshots({ space: true })).map(s => [s.name, s.heldBytes]))
+  t.same(after, { s2: 0, s3: 0 })
+  await a.vol.deleteSnapshot('s2')
+  t.same(Object.fromEntries((await a.vol.listSnapshots({ space: true })).map(s => [s.name, s.heldBytes])), { s3: 4 * K }, 'with s2 gone, s3 alone holds v2')
+  t.equal((await a.vol.deleteSnapshot('s3')).freedBytes, 4 * K)
 })
