@@ -123,9 +123,7 @@ export async function collectGarbage (store: Store, table: LayerTable): Promise<
   const chains = [table.live, ...snapshotsOf(table).map(s => s.chain)].map(c => new Set(c))
   const out: Garbage = { ops: [], freedBytes: 0, keys: 0 }
   for (const prefix of [P_BLOCK, P_DIRENT, P_INODE, P_XATTR]) {
-    let base: Buffer | null = null
-    let group: Array<{ key: Buffer, layer: number, size: number }> = []
-    const flush = (): void => {
+    for await (const group of versionGroups(store, prefix)) {
       // The version a chain sees is the first (newest) of the group in that chain.
       const seen = new Set<number>()
       for (const c of chains) {
@@ -138,19 +136,27 @@ export async function collectGarbage (store: Store, table: LayerTable): Promise<
         out.keys++
         if (prefix === P_BLOCK) out.freedBytes += g.size
       }
-      group = []
     }
-    for await (const [k, v] of store.iterate(Buffer.from([prefix]), Buffer.from([prefix + 1]))) {
-      const b = baseOf(k)
-      if (base === null || !b.equals(base)) {
-        if (group.length > 0) flush()
-        base = b
-      }
-      group.push({ key: k, layer: layerOf(k), size: v.length })
-    }
-    if (group.length > 0) flush()
   }
   return out
+}
+
+interface StoredVersion { key: Buffer, layer: number, size: number }
+
+/** The stored versions of each logical key under `prefix`, newest layer first, one group per key. */
+async function * versionGroups (store: Store, prefix: number): AsyncGenerator<StoredVersion[]> {
+  let base: Buffer | null = null
+  let group: StoredVersion[] = []
+  for await (const [k, v] of store.iterate(Buffer.from([prefix]), Buffer.from([prefix + 1]))) {
+    const b = baseOf(k)
+    if (base === null || !b.equals(base)) {
+      if (group.length > 0) yield group
+      group = []
+      base = b
+    }
+    group.push({ key: k, layer: layerOf(k), size: v.length })
+  }
+  if (group.length > 0) yield group
 }
 
 /**
@@ -161,9 +167,7 @@ export async function heldBytes (store: Store, table: LayerTable): Promise<Map<s
   const snaps = snapshotsOf(table)
   const views = [{ name: '', chain: new Set(table.live) }, ...snaps.map(s => ({ name: s.name, chain: new Set(s.chain) }))]
   const held = new Map<string, number>(snaps.map(s => [s.name, 0]))
-  let base: Buffer | null = null
-  let group: Array<{ layer: number, size: number }> = []
-  const flush = (): void => {
+  for await (const group of versionGroups(store, P_BLOCK)) {
     const seenBy = new Map<number, string[]>()
     for (const v of views) {
       const g = group.find(x => v.chain.has(x.layer))
@@ -173,16 +177,6 @@ export async function heldBytes (store: Store, table: LayerTable): Promise<Map<s
       const who = seenBy.get(g.layer)
       if (who?.length === 1 && who[0] !== '') held.set(who[0], (held.get(who[0]) ?? 0) + g.size)
     }
-    group = []
   }
-  for await (const [k, v] of store.iterate(Buffer.from([P_BLOCK]), Buffer.from([P_BLOCK + 1]))) {
-    const b = baseOf(k)
-    if (base === null || !b.equals(base)) {
-      if (group.length > 0) flush()
-      base = b
-    }
-    group.push({ layer: layerOf(k), size: v.length })
-  }
-  if (group.length > 0) flush()
   return held
 }
