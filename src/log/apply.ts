@@ -1,8 +1,6 @@
 import { ReplfsError } from '../errors.js'
-import { ROOT_INO } from '../store/keys.js'
-import { type Inode, S_IFDIR, S_IFMT, isDir } from '../store/inode.js'
-import { decodeDirent, decodeInode } from '../store/inode.js'
-import { P_INODE, direntBase, readU64, withLayer } from '../store/keys.js'
+import { type Inode, S_IFDIR, S_IFMT, decodeDirent, decodeInode, isDir } from '../store/inode.js'
+import { P_INODE, ROOT_INO, direntBase, readU64, withLayer } from '../store/keys.js'
 import { LayerView } from '../store/store.js'
 import {
   type LayerTable, type SnapshotMeta, collectGarbage, findSnapshot, withSnapshotCreated, withSnapshotDeleted, withSnapshotRefreshed, withSnapshotRestored
