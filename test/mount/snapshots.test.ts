@@ -7,6 +7,9 @@ import { cliAsync, diffSnapshots, startPair, treeSnapshot, verify, waitCaughtUp,
 
 t.setTimeout(120_000)
 
+/** A subtest, as t.test hands it to its callback. */
+type TapTest = Parameters<Parameters<typeof t.test>[0]>[0]
+
 function pattern (len: number, seed: number): Buffer {
   const b = Buffer.allocUnsafe(len)
   for (let i = 0; i < len; i++) b[i] = (seed * 31 + i * 7 + (i >> 9)) & 0xff
@@ -147,16 +150,30 @@ function fileHashes (dir: string): Record<string, string> {
   return out
 }
 
-t.test('replicated pair: snapshot commands reach the secondary', async t => {
+/** A replicated pair with CLI and verify helpers bound to it. */
+async function replicatedPair (t: TapTest): Promise<{
+  pair: Awaited<ReturnType<typeof startPair>>
+  P: string
+  Sm: string
+  run: (n: Node, ...args: string[]) => Promise<{ code: number | null, stdout: string, stderr: string }>
+  verifyOk: (what: string) => Promise<void>
+}> {
   const pair = await startPair(t, { primaryArgs: ['--attr-timeout', '0'] })
-  const P = pair.primary.mnt
-  const Sm = pair.secondary.mnt
-  const run = async (n: Node, ...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> => await cliAsync(args, { REPLFS_RUN_DIR: n.runDir })
-  const verifyOk = async (what: string): Promise<void> => {
-    await waitCaughtUp(pair.primary)
-    const v = await verify(pair.primary)
-    t.equal(v.code, 0, `verify after ${what}: ${v.output.trim().split('\n')[0]}`)
+  return {
+    pair,
+    P: pair.primary.mnt,
+    Sm: pair.secondary.mnt,
+    run: async (n, ...args) => await cliAsync(args, { REPLFS_RUN_DIR: n.runDir }),
+    verifyOk: async what => {
+      await waitCaughtUp(pair.primary)
+      const v = await verify(pair.primary)
+      t.equal(v.code, 0, `verify after ${what}: ${v.output.trim().split('\n')[0]}`)
+    }
   }
+}
+
+t.test('replicated pair: snapshot commands reach the secondary', async t => {
+  const { pair, P, Sm, run, verifyOk } = await replicatedPair(t)
   fs.mkdirSync(join(P, 'd'))
   for (let i = 0; i < 8; i++) fs.writeFileSync(join(P, i % 2 === 0 ? 'd' : '', `f${i}`), pattern(50_000 * (i + 1), i))
   const c = await run(pair.primary, 'snapshot', 'create', P, 'snap')
@@ -196,4 +213,42 @@ t.test('replicated pair: snapshot commands reach the secondary', async t => {
   t.same(fs.readdirSync(join(Sm, '.snapshots')), [], 'the secondary has no snapshot')
   t.same(JSON.parse((await run(pair.secondary, 'snapshot', 'list', Sm, '--json')).stdout), [])
   t.same(diffSnapshots(treeSnapshot(P), treeSnapshot(Sm)), [], 'live trees equal')
+})
+
+t.test('replicated pair: a writable snapshot written through the mount, and a --path restore, reach the secondary identical', async t => {
+  const { pair, P, Sm, run, verifyOk } = await replicatedPair(t)
+  fs.mkdirSync(join(P, 'site/img'), { recursive: true })
+  fs.writeFileSync(join(P, 'site/index.html'), 'v1')
+  fs.writeFileSync(join(P, 'site/img/logo'), pattern(400_000, 3))
+  fs.writeFileSync(join(P, 'keep'), 'untouched')
+  const c = await run(pair.primary, 'snapshot', 'create', P, 'w', '--writable')
+  t.equal(c.code, 0, `create --writable: ${c.stderr}`)
+  t.match(c.stdout, /created writable snapshot w/)
+
+  const W = join(P, '.snapshots/w')
+  fs.writeFileSync(join(W, 'site/index.html'), 'edited in the snapshot')
+  fs.writeFileSync(join(W, 'site/new.txt'), pattern(70_000, 9))
+  fs.mkdirSync(join(W, 'drafts'))
+  fs.renameSync(join(W, 'site/new.txt'), join(W, 'drafts/new.txt'))
+  t.equal(errCode(() => fs.renameSync(join(P, 'keep'), join(W, 'keep2'))), 'EXDEV', 'rename between live and the snapshot is EXDEV')
+  t.equal(fs.readFileSync(join(P, 'site/index.html'), 'utf8'), 'v1', 'live is untouched by the snapshot\'s writes')
+  await verifyOk('writes into the writable snapshot')
+  t.same(fileHashes(join(Sm, '.snapshots/w')), fileHashes(W), 'the secondary\'s writable snapshot followed its writes (sha256 of every file)')
+  t.equal(errCode(() => fs.writeFileSync(join(Sm, '.snapshots/w/x'), 'no')), 'EROFS', 'on the secondary it is read-only')
+
+  // Damage the live site, then put back just site/ from the (edited) snapshot.
+  fs.writeFileSync(join(P, 'site/index.html'), 'broken')
+  fs.unlinkSync(join(P, 'site/img/logo'))
+  fs.writeFileSync(join(P, 'site/stray'), 'added since')
+  fs.writeFileSync(join(P, 'keep'), 'changed outside the path')
+  const r = await run(pair.primary, 'snapshot', 'restore', P, 'w', '--path', 'site')
+  t.equal(r.code, 0, `restore --path: ${r.stderr}`)
+  await verifyOk('restore --path')
+  t.same(fileHashes(join(P, 'site')), fileHashes(join(W, 'site')), 'the primary\'s site/ is the snapshot\'s site/')
+  t.same(fileHashes(join(Sm, 'site')), fileHashes(join(W, 'site')), 'so is the secondary\'s')
+  t.equal(fs.readFileSync(join(Sm, 'keep'), 'utf8'), 'changed outside the path', 'outside the path nothing was restored')
+  t.same(diffSnapshots(treeSnapshot(P), treeSnapshot(Sm)), [], 'live trees equal')
+  const miss = await run(pair.primary, 'snapshot', 'restore', P, 'w', '--path', 'nope')
+  t.not(miss.code, 0)
+  t.match(miss.stderr, /not in snapshot w/, 'a path missing in the snapshot is a clear error')
 })
