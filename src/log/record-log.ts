@@ -1,6 +1,7 @@
 import { crc32 } from 'node:zlib'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
+import type { StoreSnapshot } from '../store/store.js'
 import type { VolumeState } from '../store/volume-state.js'
 import { applyRecord } from './apply.js'
 import { encodeRecord, encodeRecordParts } from './codec.js'
@@ -71,6 +72,14 @@ export class RecordLog {
   /** Runs `fn` with no record being made or applied meanwhile (consistent snapshots, bulk imports). */
   exclusive<T> (fn: () => Promise<T>): Promise<T> {
     return this.locked(fn)
+  }
+
+  /**
+   * A frozen view of the store at exactly the last applied record (taken under the lock, so no
+   * record is half-way): for digests and full copies while writes go on. Close it when done.
+   */
+  async snapshotAt (): Promise<{ seq: number, snap: StoreSnapshot }> {
+    return await this.locked(async () => ({ seq: this.state.counters.seq, snap: await this.state.store.snapshot() }))
   }
 
   /** Waits until everything submitted so far is applied and in LevelDB. */

@@ -13,10 +13,13 @@ const INODE_FIELDS = ['ino', 'parent', 'srcParent', 'dstParent'] as const
 /** The view's id (0 = live) and the record with store inode numbers. */
 export function localizeRecord (rec: LogRecord): { id: number, rec: LogRecord } {
   if (rec.type === 'init' || rec.type.startsWith('snapshot-')) return { id: 0, rec }
+  const fields = rec as unknown as Record<string, unknown>
+  // The common case, every live write: nothing to translate, nothing to copy.
+  if (!INODE_FIELDS.some(f => typeof fields[f] === 'number' && (fields[f] as number) >= SNAPSHOTS_DIR_INO && !(rec.type === 'mknod' && f === 'ino'))) return { id: 0, rec }
   let id: number | null = null
   const out: Record<string, unknown> = { ...rec }
   for (const f of INODE_FIELDS) {
-    const v = (rec as unknown as Record<string, unknown>)[f]
+    const v = fields[f]
     if (typeof v !== 'number') continue
     // A new inode's number comes from the shared counter: it is a store number already.
     if (rec.type === 'mknod' && f === 'ino') continue

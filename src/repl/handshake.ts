@@ -31,6 +31,14 @@ export class PeerRefusal extends ReplfsError {
   }
 }
 
+/** Why replication last stopped, as `status` shows it: a refusal's code, or the error's. */
+export interface PeerError { code: string, message: string, at: string }
+
+export function describeError (err: unknown): PeerError {
+  const e = err as ReplfsError & { refusal?: string }
+  return { code: e.refusal ?? e.code ?? 'EIO', message: e.message, at: new Date().toISOString() }
+}
+
 /** Refuses the peer: tells it why, closes, and throws for our own log and status. */
 export function refuse (ch: FrameChannel, code: RefusalCode, message: string): never {
   ch.close({ code, message })

@@ -6,7 +6,7 @@ import type { RecordLog } from '../log/record-log.js'
 import { DigestBuilder, digestAt, exportState, type StateDigest } from '../store/state-transfer.js'
 import { FrameChannel, type ChannelOptions } from './channel.js'
 import { encodeCopyChunk, encodeRecordFrame, parseJsonBody } from './frames.js'
-import { PeerRefusal, type StartFrame, peerError, primaryHandshake, refuse } from './handshake.js'
+import { type PeerError, PeerRefusal, describeError, type StartFrame, peerError, primaryHandshake, refuse } from './handshake.js'
 
 export type ReplicationMode = 'sync' | 'async'
 
@@ -42,7 +42,7 @@ export class ReplicationPrimary {
   sentSeq = 0
   phase: 'disconnected' | 'handshake' | 'copying' | 'streaming' = 'disconnected'
   peer: string | null = null
-  lastError: { code: string, message: string, at: string } | null = null
+  lastError: PeerError | null = null
   bytesOut = 0
   private session: { ch: FrameChannel, done: Promise<void> } | null = null
   private gateWaiters: Array<{ seq: number, resolve: () => void }> = []
@@ -103,8 +103,7 @@ export class ReplicationPrimary {
 
   /** Records why replication is not working, for `status`. */
   noteError (err: unknown): void {
-    const e = err as ReplfsError & { refusal?: string }
-    this.lastError = { code: e.refusal ?? e.code ?? 'EIO', message: e.message, at: new Date().toISOString() }
+    this.lastError = describeError(err)
   }
 
   private async run (ch: FrameChannel, peer: string): Promise<void> {
@@ -179,7 +178,7 @@ export class ReplicationPrimary {
   private async sendCopy (ch: FrameChannel, plog: Logger): Promise<number> {
     const { log } = this.opts
     this.phase = 'copying'
-    const { seq, snap } = await log.exclusive(async () => ({ seq: log.state.counters.seq, snap: await log.state.store.snapshot() }))
+    const { seq, snap } = await log.snapshotAt()
     // The journal must still hold what follows the snapshot when the copy ends.
     const pin = this.opts.journal.reader(seq + 1)
     try {
@@ -278,7 +277,7 @@ export class ReplicationPrimary {
       throw new ReplfsError('PEER_REFUSED', `the secondary is not connected and streaming (${this.phase})`, { hint: 'See: replfs status <mountpoint>' })
     }
     const { log } = this.opts
-    const { seq, snap } = await log.exclusive(async () => ({ seq: log.state.counters.seq, snap: await log.state.store.snapshot() }))
+    const { seq, snap } = await log.snapshotAt()
     const theirs = new Promise<StateDigest>((resolve, reject) => {
       this.verifies.push({ id: ++this.verifyId, seq, resolve, reject })
       this.wake?.()

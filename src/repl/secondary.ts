@@ -8,7 +8,7 @@ import { type LogRecord, isCommand } from '../log/records.js'
 import { StateImport, digestAt, type StateDigest } from '../store/state-transfer.js'
 import { FrameChannel, type ChannelOptions } from './channel.js'
 import { type Frame, decodeCopyChunk, decodeRecordFrame, parseJsonBody } from './frames.js'
-import { PeerRefusal, peerError, refuse, secondaryHandshake } from './handshake.js'
+import { type PeerError, PeerRefusal, describeError, peerError, refuse, secondaryHandshake } from './handshake.js'
 import { DEFAULT_CHANNEL } from './primary.js'
 
 export interface SecondaryOptions {
@@ -40,7 +40,7 @@ export class ReplicationSecondary {
   peer: string | null = null
   primarySeq: number | null = null
   sync = false
-  lastError: { code: string, message: string, at: string } | null = null
+  lastError: PeerError | null = null
   bytesIn = 0
   private ackedSeq = 0
   private ackScheduled = false
@@ -101,8 +101,7 @@ export class ReplicationSecondary {
   }
 
   noteError (err: unknown): void {
-    const e = err as ReplfsError & { refusal?: string }
-    this.lastError = { code: e.refusal ?? e.code ?? 'EIO', message: e.message, at: new Date().toISOString() }
+    this.lastError = describeError(err)
   }
 
   /** One table of handlers: a frame the protocol does not allow here is an error, never skipped. */
@@ -205,7 +204,7 @@ export class ReplicationSecondary {
   /** Digest at exactly `seq`: this request arrives right after record `seq`, before any later one is applied. */
   private verify (ch: FrameChannel, req: { id: number, seq: number }): void {
     const { log } = this.opts
-    const snapP = log.exclusive(async () => ({ seq: log.state.counters.seq, snap: await log.state.store.snapshot() }))
+    const snapP = log.snapshotAt()
     void snapP.then(async ({ seq, snap }) => {
       try {
         if (seq !== req.seq) throw new ReplfsError('RECORD_INVALID', `verify at ${req.seq} arrived at ${seq}`)

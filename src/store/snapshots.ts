@@ -143,11 +143,12 @@ export async function collectGarbage (store: Store, table: LayerTable): Promise<
 
 interface StoredVersion { key: Buffer, layer: number, size: number }
 
-/** The stored versions of each logical key under `prefix`, newest layer first, one group per key. */
+/** The stored versions of each logical key under `prefix`, newest layer first, one group per key (sizes for blocks only). */
 async function * versionGroups (store: Store, prefix: number): AsyncGenerator<StoredVersion[]> {
   let base: Buffer | null = null
   let group: StoredVersion[] = []
-  for await (const [k, v] of store.iterate(Buffer.from([prefix]), Buffer.from([prefix + 1]))) {
+  // Only block sizes are ever counted: other keys' values need not be read.
+  for await (const [k, v] of store.iterate(Buffer.from([prefix]), Buffer.from([prefix + 1]), { values: prefix === P_BLOCK })) {
     const b = baseOf(k)
     if (base === null || !b.equals(base)) {
       if (group.length > 0) yield group

@@ -32,3 +32,14 @@ export async function stateDump (v: OpenedVolume): Promise<Array<[string, string
   for await (const [k, val] of v.state.stateEntries()) out.push([k.toString('hex'), val.toString('hex')])
   return out
 }
+
+/** Creates `path` holding `data` (through the Volume API, as the kernel would). */
+export async function putFile (vol: Volume, path: string, data: string | Buffer): Promise<void> {
+  const fh = await vol.create(path, 0o644, ROOT)
+  const b = Buffer.from(data)
+  try {
+    await vol.write(fh, b, b.length, 0)
+  } finally {
+    await vol.release(fh)
+  }
+}

@@ -6,23 +6,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openVolume } from '../../src/daemon/open-volume.js'
 import type { LogRecord } from '../../src/log/records.js'
-import { ROOT, quietLogger, stateDump, tempVolume } from '../helpers/volume.js'
+import { readFile } from '../helpers/replica.js'
+import { ROOT, putFile, quietLogger, stateDump, tempVolume } from '../helpers/volume.js'
 import { decodeRecord } from '../../src/log/codec.js'
 import { journalKey } from '../../src/store/keys.js'
 
-async function put (vol: Volume, path: string, data: string): Promise<void> {
-  const fh = await vol.create(path, 0o644, ROOT)
-  await vol.write(fh, Buffer.from(data), Buffer.byteLength(data), 0)
-  await vol.release(fh)
-}
-
 async function get (vol: Volume, path: string): Promise<string> {
-  const st = await vol.getattr(path)
-  const fh = await vol.open(path, 0)
-  const out = Buffer.alloc(st.size)
-  await vol.read(fh, out, st.size, 0)
-  await vol.release(fh)
-  return out.toString()
+  return (await readFile(vol, path)).toString()
 }
 
 t.test('a writable snapshot takes writes of its own; the live volume and read-only snapshots do not see them', async t => {
@@ -33,7 +23,7 @@ t.test('a writable snapshot takes writes of its own; the live volume and read-on
   const records: LogRecord[] = []
   v.log.onRecord((_seq, rec) => records.push(rec))
   await vol.mkdir('/d', 0o755, ROOT)
-  await put(vol, '/d/f', 'live v1')
+  await putFile(vol, '/d/f', 'live v1')
   await vol.createSnapshot('w', { writable: true })
   await vol.createSnapshot('r')
   t.same((await vol.listSnapshots()).map(s => [s.name, s.writable]), [['w', true], ['r', false]])
@@ -41,10 +31,10 @@ t.test('a writable snapshot takes writes of its own; the live volume and read-on
   const fh = await vol.open('/.snapshots/w/d/f', 2)
   await vol.write(fh, Buffer.from('snap v2'), 7, 0)
   await vol.release(fh)
-  await put(vol, '/.snapshots/w/new', 'made in w')
+  await putFile(vol, '/.snapshots/w/new', 'made in w')
   await vol.mkdir('/.snapshots/w/nd', 0o755, ROOT)
   await vol.rename('/.snapshots/w/new', '/.snapshots/w/nd/moved')
-  await put(vol, '/d/f2', 'live only')
+  await putFile(vol, '/d/f2', 'live only')
 
   t.equal(await get(vol, '/.snapshots/w/d/f'), 'snap v2', 'the write landed in w')
   t.equal(await get(vol, '/.snapshots/w/nd/moved'), 'made in w')
@@ -52,7 +42,7 @@ t.test('a writable snapshot takes writes of its own; the live volume and read-on
   t.equal(await get(vol, '/.snapshots/r/d/f'), 'live v1', 'a read-only snapshot is untouched')
   await t.rejects(vol.getattr('/.snapshots/w/d/f2'), { code: 'ENOENT' }, 'w does not see later live writes')
   await t.rejects(vol.getattr('/nd'), { code: 'ENOENT' })
-  await t.rejects(put(vol, '/.snapshots/r/x', 'no'), { code: 'EROFS' }, 'read-only snapshots stay read-only')
+  await t.rejects(putFile(vol, '/.snapshots/r/x', 'no'), { code: 'EROFS' }, 'read-only snapshots stay read-only')
   await t.rejects(vol.rename('/d/f', '/.snapshots/w/f'), { code: 'EXDEV' }, 'no rename between views')
   await t.rejects(vol.link('/d/f', '/.snapshots/w/hl'), { code: 'EXDEV' }, 'no hard link between views')
   const st = await vol.getattr('/.snapshots/w/d/f')
@@ -74,7 +64,7 @@ t.test('a writable snapshot takes writes of its own; the live volume and read-on
   await vol.restoreSnapshot('w')
   t.equal(await get(vol, '/d/f'), 'snap v2')
   t.equal(await get(vol, '/nd/moved'), 'made in w')
-  await put(vol, '/.snapshots/w/after', 'w only')
+  await putFile(vol, '/.snapshots/w/after', 'w only')
   await t.rejects(vol.getattr('/after'), { code: 'ENOENT' }, 'after a restore, writes to w no longer show in live')
   const used = v.state.counters.usedBytes
   const { freedBytes } = await vol.deleteSnapshot('w')
