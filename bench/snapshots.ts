@@ -73,12 +73,13 @@ export interface RestoreResult {
   contentOk: { primary: boolean, secondary: boolean, detail: string }
   verify: { ok: boolean, seconds: number, seq?: number, detail: string }
   /**
-   * After the verify, the same restore again with nothing changed in between (the garbage scan
-   * still runs), sent through the control socket (no CLI start-up), with a 4 KiB file written on
-   * the primary 200 ms after the request: how long that write (open+write+close) took, i.e. how
-   * long writes wait behind a restore. Not in (c).
+   * After the verify: the same CHANGE bytes overwritten again, then the same restore through the
+   * control socket (no CLI start-up) while a 4 KiB file is written (open+write+close, no fsync) on
+   * the primary every 20 ms: the longest of those writes against the median of the same probe
+   * while idle just before, i.e. how long writes wait behind a restore that frees CHANGE bytes.
+   * Not in (c).
    */
-  again: { restoreMs: number, secondaryAppliedMs: number, probeWriteMs: number }
+  again: { restoreMs: number, secondaryAppliedMs: number, probeWrites: number, probeWriteMaxMs: number, probeWriteIdleMedianMs: number }
 }
 
 export interface SnapshotResults {
@@ -222,7 +223,7 @@ async function restoreBench (work: string): Promise<RestoreResult> {
 
     // settle, then the idle wire rate (pings) over ~4.5 s
     await until('caught up before the restore', async () => (await status(p.mntA)).replication.lagRecords === 0)
-    const cliOverheadMs = (await cli(['snapshot', 'list', p.mntA, '--json'])).ms
+    const cliOverheadMs = (await cli(['snapshot', 'list', p.mntA, '--json', '--no-space'])).ms
     const idle0 = Number((await status(p.mntA)).replication.bytesOut); const ti0 = now()
     await sleep(4500)
     const idleBytesOutPerSecond = (Number((await status(p.mntA)).replication.bytesOut) - idle0) / (now() - ti0)
@@ -287,20 +288,45 @@ async function restoreBench (work: string): Promise<RestoreResult> {
     const verify = await runVerify(p.mntA)
     console.error(`[snapshots restore] content ${contentOk.detail}; verify: ${verify.detail} (${verify.seconds.toFixed(1)} s)`)
 
-    console.error('[snapshots restore] the same restore again, with a small write on the primary during it')
-    const tR2 = now()
-    const probeWrite = (async () => {
-      await sleep(200)
+    console.error(`[snapshots restore] overwriting ${(CHANGE / MiB).toFixed(0)} MiB again, then the same restore with a 4 KiB write on the primary every 20 ms`)
+    let over2 = 0
+    for (let i = 0; i < overFiles; i++) {
+      const n = Math.min(per, CHANGE - over2)
+      await overwrite(join(p.mntA, f(i)), n)
+      over2 += n
+    }
+    await until('caught up before the second restore', async () => (await status(p.mntA)).replication.lagRecords === 0)
+    const probeBuf = randomBytes(4096)
+    const writeProbe = async (): Promise<number> => {
       const t = now()
-      await fsp.writeFile(join(p.mntA, 'probe.bin'), randomBytes(4096))
+      await fsp.writeFile(join(p.mntA, 'probe.bin'), probeBuf)
       return (now() - t) * 1000
+    }
+    const idleWrites: number[] = []
+    for (let i = 0; i < 25; i++) { idleWrites.push(await writeProbe()); await sleep(20) }
+    let writing = true
+    const during: number[] = []
+    const writer = (async () => {
+      while (writing) { during.push(await writeProbe()); await sleep(20) }
     })()
-    const again2 = await snap(p.mntA, 'restore', 'base')
-    const probeWriteMs = await probeWrite
+    const tR2 = now()
+    let again2 = NaN
+    try {
+      again2 = await snap(p.mntA, 'restore', 'base')
+    } finally {
+      writing = false
+      await writer
+    }
     const seq2 = (await status(p.mntA)).seq
     const tApplied2 = await until('secondary applied the second restore', async () => Number((await status(p.mntB)).replication.appliedSeq) >= seq2)
-    const again = { restoreMs: again2, secondaryAppliedMs: (tApplied2 - tR2) * 1000, probeWriteMs }
-    console.error(`[snapshots restore] again: control socket ${again.restoreMs.toFixed(0)} ms, secondary applied at ${again.secondaryAppliedMs.toFixed(0)} ms; a 4 KiB file written 200 ms into it took ${probeWriteMs.toFixed(0)} ms`)
+    const again = {
+      restoreMs: again2,
+      secondaryAppliedMs: (tApplied2 - tR2) * 1000,
+      probeWrites: during.length,
+      probeWriteMaxMs: Math.max(...during),
+      probeWriteIdleMedianMs: pct(idleWrites, 50)
+    }
+    console.error(`[snapshots restore] again: control socket ${again.restoreMs.toFixed(0)} ms, secondary applied at ${again.secondaryAppliedMs.toFixed(0)} ms; ${during.length} probe writes, longest ${again.probeWriteMaxMs.toFixed(0)} ms (idle median ${again.probeWriteIdleMedianMs.toFixed(1)} ms)`)
     return {
       again,
       mode: MODE,

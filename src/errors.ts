@@ -4,7 +4,7 @@ import { constants } from 'node:os'
 export type ErrnoName =
   | 'EPERM' | 'ENOENT' | 'EIO' | 'EBADF' | 'EACCES' | 'EEXIST' | 'EXDEV' | 'ENOTDIR' | 'EISDIR'
   | 'EINVAL' | 'EFBIG' | 'ENOSPC' | 'EROFS' | 'EMLINK' | 'ERANGE' | 'ENAMETOOLONG' | 'ENOSYS'
-  | 'ENOTEMPTY' | 'ELOOP' | 'ENODATA' | 'EOPNOTSUPP' | 'EBUSY' | 'E2BIG'
+  | 'ENOTEMPTY' | 'ELOOP' | 'ENODATA' | 'EOPNOTSUPP' | 'EBUSY' | 'E2BIG' | 'ESTALE'
 
 /**
  * A filesystem error: carries the errno the FUSE adapter returns to the kernel, so the layers

@@ -53,6 +53,13 @@ export class MountDaemon {
         // A secondary's orphans are freed by the primary's purge records, never on its own.
         const purged = await this.vol.purgeOrphans()
         if (purged > 0) this.log.info({ purged }, 'freed files that were unlinked while open when the volume last stopped')
+        // A collection cut short by the last stop goes on where it was.
+        const vol = this.vol
+        if (this.opened.state.counters.garbageFrom !== undefined) {
+          void vol.collectGarbage().then(
+            freedBytes => this.log.info({ freedBytes }, 'finished the garbage collection the last run left pending'),
+            err => this.log.error({ err }, 'garbage collection failed; it resumes at the next snapshot command or mount'))
+        }
       }
       if (this.opts.replication !== undefined) this.repl = await VolumeReplication.start(this.opts.replication, this.opened, this.log)
       this.fuse = new FuseMount(this.opts.mountpoint, this.vol, {
@@ -136,6 +143,7 @@ export class MountDaemon {
       } catch (err) {
         this.log.error({ err }, 'unmount failed')
       }
+      await this.vol?.stopCollecting()
       await this.repl?.stop().catch(err => this.log.error({ err }, 'replication did not stop cleanly'))
       await this.opened.log.settle().catch(err => this.log.error({ err }, 'pending records failed at stop'))
       await this.opened.log.journal?.sync().catch(err => this.log.error({ err }, 'journal sync failed at stop'))

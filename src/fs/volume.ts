@@ -90,6 +90,8 @@ export class Volume {
   readonly readOnly: boolean
   sizeLimit: number
   private readonly logger: Logger
+  private collecting: Promise<number> | null = null
+  private stopped = false
 
   constructor (readonly log: RecordLog, opts: VolumeOptions) {
     this.sizeLimit = opts.sizeLimit
@@ -107,6 +109,49 @@ export class Volume {
       await this.submit(() => this.openCounts.has(ino) || !this.state.orphans.has(ino) ? null : { type: 'purge', ino })
     }
     return orphans.length
+  }
+
+  /**
+   * Runs the garbage collection a snapshot delete, restore or refresh left pending: one bounded
+   * collect-garbage record at a time, so writes are applied between the steps instead of
+   * waiting behind one scan of the whole store. Resolves with the bytes freed once nothing is
+   * pending (or the volume is stopping). A secondary never starts one: it applies the primary's.
+   */
+  async collectGarbage (): Promise<number> {
+    let freed = 0
+    while (!this.readOnly && !this.stopped && this.state.counters.garbageFrom !== undefined) {
+      this.collecting ??= this.collectionRun().finally(() => { this.collecting = null })
+      freed += await this.collecting
+    }
+    return freed
+  }
+
+  /** Finishes the current collection step and starts no more (the cursor stays in the store for the next mount). */
+  async stopCollecting (): Promise<void> {
+    this.stopped = true
+    await this.collecting?.catch(() => {})
+  }
+
+  private async collectionRun (): Promise<number> {
+    let freed = 0
+    let rec: LogRecord | null = null
+    let before = 0
+    const off = this.log.onRecord((_seq, r) => { if (r === rec) freed += before - this.state.counters.usedBytes })
+    try {
+      while (!this.stopped && this.state.counters.garbageFrom !== undefined) {
+        const res = await this.log.submit(() => {
+          if (this.state.counters.garbageFrom === undefined) return null
+          before = this.state.counters.usedBytes
+          rec = { type: 'collect-garbage' }
+          return rec
+        })
+        if (res === null) break
+        await res.durable
+      }
+    } finally {
+      off()
+    }
+    return freed
   }
 
   // ---- reads ----
@@ -530,24 +575,10 @@ export class Volume {
     return this.snapshotInfo(name)
   }
 
+  /** Deletes the snapshot; resolves once the space only it held is freed, with the bytes freed. */
   async deleteSnapshot (name: string): Promise<{ freedBytes: number }> {
-    // Measured around the record itself (under the log's lock), not around the call: other
-    // writes may be applied just before or after it.
-    let before = 0
-    let freedBytes = 0
-    let rec: LogRecord | null = null
-    const off = this.log.onRecord((_seq, r) => { if (r === rec) freedBytes = before - this.state.counters.usedBytes })
-    try {
-      await this.submit(() => {
-        this.mustSnapshot(name)
-        before = this.state.counters.usedBytes
-        rec = { type: 'snapshot-delete', name }
-        return rec
-      })
-    } finally {
-      off()
-    }
-    return { freedBytes }
+    await this.submit(() => { this.mustSnapshot(name); return { type: 'snapshot-delete', name } })
+    return { freedBytes: await this.collectGarbage() }
   }
 
   /**
@@ -575,11 +606,13 @@ export class Volume {
     })
     // Files the snapshot caught open but unlinked are orphans again; free those not open here.
     if (restored?.path === undefined) await this.purgeOrphans()
+    await this.collectGarbage()
     return this.snapshotInfo(name)
   }
 
   async refreshSnapshot (name: string): Promise<SnapshotInfo> {
     await this.submit(() => { this.mustSnapshot(name); return { type: 'snapshot-refresh', name, time: nowNs() } })
+    await this.collectGarbage()
     return this.snapshotInfo(name)
   }
 

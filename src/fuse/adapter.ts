@@ -29,6 +29,16 @@ export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logg
     fn().then(v => cb(0, ...reply(v)), err => fail(op, cb, err))
   }
 
+  /**
+   * For ops the kernel sends only on paths its dentry cache says exist: ENOENT means the cache
+   * is stale (a restore, or on a secondary the primary's changes, removed the name under it).
+   * ESTALE makes the VFS look the path up afresh and retry once, so open(O_CREAT) creates the
+   * file and the others get the true answer, instead of an ENOENT no local filesystem gives.
+   */
+  function onKnownPath<T> (op: string, cb: Cb, fn: () => Promise<T>, reply: (v: T) => unknown[] = () => []): void {
+    fn().then(v => cb(0, ...reply(v)), err => fail(op, cb, err instanceof FsError && err.code === 'ENOENT' ? fsError('ESTALE', err.message) : err))
+  }
+
   const time = (t: unknown): bigint | 'now' | 'omit' => t === fuse.UTIME_NOW ? 'now' : t === fuse.UTIME_OMIT ? 'omit' : BigInt(t as bigint)
 
   return {
@@ -50,12 +60,12 @@ export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logg
         entries.map(e => ({ ino: e.ino, mode: e.type }))
       ])
     },
-    opendir (path: string, _flags: number, cb: Cb) { run('opendir', cb, async () => await vol.opendir(path), fd => [fd]) },
+    opendir (path: string, _flags: number, cb: Cb) { onKnownPath('opendir', cb, async () => await vol.opendir(path), fd => [fd]) },
     releasedir (_path: string, _fd: number, cb: Cb) { cb(0) },
-    open (path: string, flags: number, cb: Cb) { run('open', cb, async () => await vol.open(path, flags), fd => [fd]) },
+    open (path: string, flags: number, cb: Cb) { onKnownPath('open', cb, async () => await vol.open(path, flags), fd => [fd]) },
     create (path: string, mode: number, flags: number, cb: Cb) {
       const c = caller()
-      run('create', cb, async () => await vol.create(path, mode, c, flags), fd => [fd])
+      onKnownPath('create', cb, async () => await vol.create(path, mode, c, flags), fd => [fd])
     },
     release (_path: string | null, fd: number, cb: Cb) { run('release', cb, async () => await vol.release(fd)) },
     flush (_path: string | null, _fd: number, cb: Cb) { cb(0) },
@@ -67,29 +77,29 @@ export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logg
     write (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
       vol.write(fd, buf, len, pos).then(n => cb(n), err => fail('write', cb, err))
     },
-    truncate (path: string, size: number, cb: Cb) { run('truncate', cb, async () => await vol.truncate(path, null, size)) },
+    truncate (path: string, size: number, cb: Cb) { onKnownPath('truncate', cb, async () => await vol.truncate(path, null, size)) },
     ftruncate (path: string | null, fd: number, size: number, cb: Cb) { run('ftruncate', cb, async () => await vol.truncate(path, fd, size)) },
     utimens (path: string, atime: unknown, mtime: unknown, cb: Cb) {
-      run('utimens', cb, async () => await vol.utimens(path, null, time(atime), time(mtime)))
+      onKnownPath('utimens', cb, async () => await vol.utimens(path, null, time(atime), time(mtime)))
     },
-    readlink (path: string, cb: Cb) { run('readlink', cb, async () => await vol.readlink(path), t => [t]) },
-    chown (path: string, uid: number, gid: number, cb: Cb) { run('chown', cb, async () => await vol.chown(path, uid, gid)) },
-    chmod (path: string, mode: number, cb: Cb) { run('chmod', cb, async () => await vol.chmod(path, mode)) },
-    mknod (path: string, mode: number, dev: number, cb: Cb) { const c = caller(); run('mknod', cb, async () => await vol.mknod(path, mode, dev, c)) },
-    mkdir (path: string, mode: number, cb: Cb) { const c = caller(); run('mkdir', cb, async () => await vol.mkdir(path, mode, c)) },
-    symlink (target: string, path: string, cb: Cb) { const c = caller(); run('symlink', cb, async () => await vol.symlink(target, path, c)) },
-    link (existing: string, path: string, cb: Cb) { run('link', cb, async () => await vol.link(existing, path)) },
-    unlink (path: string, cb: Cb) { run('unlink', cb, async () => await vol.unlink(path)) },
-    rmdir (path: string, cb: Cb) { run('rmdir', cb, async () => await vol.rmdir(path)) },
-    rename (from: string, to: string, cb: Cb) { run('rename', cb, async () => await vol.rename(from, to)) },
+    readlink (path: string, cb: Cb) { onKnownPath('readlink', cb, async () => await vol.readlink(path), t => [t]) },
+    chown (path: string, uid: number, gid: number, cb: Cb) { onKnownPath('chown', cb, async () => await vol.chown(path, uid, gid)) },
+    chmod (path: string, mode: number, cb: Cb) { onKnownPath('chmod', cb, async () => await vol.chmod(path, mode)) },
+    mknod (path: string, mode: number, dev: number, cb: Cb) { const c = caller(); onKnownPath('mknod', cb, async () => await vol.mknod(path, mode, dev, c)) },
+    mkdir (path: string, mode: number, cb: Cb) { const c = caller(); onKnownPath('mkdir', cb, async () => await vol.mkdir(path, mode, c)) },
+    symlink (target: string, path: string, cb: Cb) { const c = caller(); onKnownPath('symlink', cb, async () => await vol.symlink(target, path, c)) },
+    link (existing: string, path: string, cb: Cb) { onKnownPath('link', cb, async () => await vol.link(existing, path)) },
+    unlink (path: string, cb: Cb) { onKnownPath('unlink', cb, async () => await vol.unlink(path)) },
+    rmdir (path: string, cb: Cb) { onKnownPath('rmdir', cb, async () => await vol.rmdir(path)) },
+    rename (from: string, to: string, cb: Cb) { onKnownPath('rename', cb, async () => await vol.rename(from, to)) },
     setxattr (path: string, name: string, value: Buffer, _position: number, flags: number, cb: Cb) {
-      run('setxattr', cb, async () => await vol.setxattr(path, name, value, flags))
+      onKnownPath('setxattr', cb, async () => await vol.setxattr(path, name, value, flags))
     },
     getxattr (path: string, name: string, _position: number, cb: Cb) {
-      vol.getxattr(path, null, name).then(v => cb(0, v), err => fail('getxattr', cb, err))
+      onKnownPath('getxattr', cb, async () => await vol.getxattr(path, null, name), v => [v])
     },
-    listxattr (path: string, cb: Cb) { run('listxattr', cb, async () => await vol.listxattr(path), names => [names]) },
-    removexattr (path: string, name: string, cb: Cb) { run('removexattr', cb, async () => await vol.removexattr(path, name)) }
+    listxattr (path: string, cb: Cb) { onKnownPath('listxattr', cb, async () => await vol.listxattr(path), names => [names]) },
+    removexattr (path: string, name: string, cb: Cb) { onKnownPath('removexattr', cb, async () => await vol.removexattr(path, name)) }
   }
 }
 

@@ -3,7 +3,7 @@ import { type Inode, S_IFDIR, S_IFMT, decodeDirent, decodeInode, isDir } from '.
 import { P_INODE, ROOT_INO, direntBase, readU64, withLayer } from '../store/keys.js'
 import { LayerView } from '../store/store.js'
 import {
-  type LayerTable, type SnapshotMeta, collectGarbage, findSnapshot, withSnapshotCreated, withSnapshotDeleted, withSnapshotRefreshed, withSnapshotRestored
+  GARBAGE_START, GARBAGE_STEP, type LayerTable, type SnapshotMeta, collectGarbageStep, findSnapshot, withSnapshotCreated, withSnapshotDeleted, withSnapshotRefreshed, withSnapshotRestored
 } from '../store/snapshots.js'
 import { SNAPSHOT_INO_BASE, type Tx, inSnapshot } from '../store/volume-state.js'
 import type { LogRecord } from './records.js'
@@ -169,7 +169,7 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
     case 'snapshot-delete': {
       dropSnapshotOrphans(tx, findSnapshot(tx.state.layers, rec.name)?.id)
       tx.layers = tableChange(() => withSnapshotDeleted(tx.state.layers, rec.name))
-      await dropGarbage(tx)
+      garbageLeft(tx)
       return
     }
     case 'snapshot-restore': {
@@ -188,14 +188,29 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
       for (const o of restored.orphans) tx.orphans.add(o)
       tx.orphansChanged = true
       tx.counters.inodes = restored.count
-      await dropGarbage(tx)
+      garbageLeft(tx)
       return
     }
     case 'snapshot-refresh': {
       dropSnapshotOrphans(tx, findSnapshot(tx.state.layers, rec.name)?.id)
       const seq = tx.counters.seq + 1
       tx.layers = tableChange(() => withSnapshotRefreshed(tx.state.layers, rec.name, seq, rec.time, tx.counters.inodes))
-      await dropGarbage(tx)
+      garbageLeft(tx)
+      return
+    }
+    case 'collect-garbage': {
+      const limits = { maxKeys: rec.maxKeys ?? GARBAGE_STEP.maxKeys, maxBlocks: rec.maxBlocks ?? GARBAGE_STEP.maxBlocks }
+      if (!Number.isSafeInteger(limits.maxKeys) || limits.maxKeys < 1 || !Number.isSafeInteger(limits.maxBlocks) || limits.maxBlocks < 1) {
+        throw invalid(`collect-garbage: limits must be positive integers (maxKeys ${String(rec.maxKeys)}, maxBlocks ${String(rec.maxBlocks)})`)
+      }
+      const from = tx.counters.garbageFrom
+      // Nothing pending: the step is a no-op (it was queued before an earlier step finished).
+      if (from === undefined) return
+      const g = await collectGarbageStep(tx.state.store, tx.state.layers, Buffer.from(from, 'hex'), limits)
+      for (const op of g.ops) tx.ops.push(op)
+      tx.counters.usedBytes -= g.freedBytes
+      if (g.next === null) delete tx.counters.garbageFrom
+      else tx.counters.garbageFrom = g.next.toString('hex')
       return
     }
     default: {
@@ -315,11 +330,12 @@ function tableChange (change: () => LayerTable): LayerTable {
   }
 }
 
-/** Frees, in this record's batch, every version no view can see under the new table. */
-async function dropGarbage (tx: Tx): Promise<void> {
-  const g = await collectGarbage(tx.state.store, tx.layers!)
-  for (const op of g.ops) tx.ops.push(op)
-  tx.counters.usedBytes -= g.freedBytes
+/**
+ * The command left versions no view can see: collection (re)starts from the beginning of the
+ * state, in collect-garbage steps the writable host queues after it.
+ */
+function garbageLeft (tx: Tx): void {
+  tx.counters.garbageFrom = GARBAGE_START.toString('hex')
 }
 
 function invalid (msg: string): ReplfsError {

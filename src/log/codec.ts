@@ -9,7 +9,7 @@ import { RECORD_VERSION, type LogRecord, type RecordType } from './records.js'
 
 const TYPE_CODES: Record<RecordType, number> = {
   init: 1, mknod: 2, link: 3, unlink: 4, rmdir: 5, rename: 6, setattr: 7, write: 8, setxattr: 9, removexattr: 10, purge: 11,
-  'snapshot-create': 12, 'snapshot-delete': 13, 'snapshot-restore': 14, 'snapshot-refresh': 15
+  'snapshot-create': 12, 'snapshot-delete': 13, 'snapshot-restore': 14, 'snapshot-refresh': 15, 'collect-garbage': 16
 }
 const TYPES_BY_CODE = new Map<number, RecordType>(
   (Object.entries(TYPE_CODES) as Array<[RecordType, number]>).map(([k, v]) => [v, k])

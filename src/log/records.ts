@@ -89,14 +89,23 @@ export interface SnapshotRestoreRecord { type: 'snapshot-restore', name: string,
 /** The snapshot becomes what the live volume holds now. */
 export interface SnapshotRefreshRecord { type: 'snapshot-refresh', name: string, time: bigint }
 
+/**
+ * One bounded step of the garbage collection a delete, restore or refresh leaves pending (from
+ * the cursor in the counters): a long collection is many small records with writes between
+ * them, instead of one that stalls every writer. Without limits it takes the format's standard
+ * step (GARBAGE_STEP), so both hosts take the same step and the record stays a few bytes.
+ */
+export interface CollectGarbageRecord { type: 'collect-garbage', maxKeys?: number, maxBlocks?: number }
+
 export type LogRecord =
   | InitRecord | MknodRecord | LinkRecord | UnlinkRecord | RmdirRecord | RenameRecord
   | SetattrRecord | WriteRecord | SetxattrRecord | RemovexattrRecord | PurgeRecord
   | SnapshotCreateRecord | SnapshotDeleteRecord | SnapshotRestoreRecord | SnapshotRefreshRecord
+  | CollectGarbageRecord
 
 export type RecordType = LogRecord["type"]
 
 /** Data records may be group-applied; commands are never batched across. */
 export function isCommand (r: LogRecord): boolean {
-  return r.type === 'init' || r.type.startsWith('snapshot-')
+  return r.type === 'init' || r.type.startsWith('snapshot-') || r.type === 'collect-garbage'
 }

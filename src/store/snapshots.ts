@@ -1,5 +1,5 @@
 import { ReplfsError } from '../errors.js'
-import { P_BLOCK, P_DIRENT, P_INODE, P_XATTR, baseOf, layerOf } from './keys.js'
+import { P_BLOCK, P_DIRENT, P_INODE, P_XATTR, STATE_RANGES, baseOf, layerOf } from './keys.js'
 import type { BatchOp, Store } from './store.js'
 
 /**
@@ -111,35 +111,80 @@ function bad (msg: string): ReplfsError {
   return new ReplfsError('BAD_ARGUMENT', msg)
 }
 
-export interface Garbage { ops: BatchOp[], freedBytes: number, keys: number }
+export interface Garbage { ops: BatchOp[], freedBytes: number, keys: number, next: Buffer | null }
+
+/** How much one garbage-collection step may do: keys scanned, and garbage blocks read (for their sizes). */
+export interface GarbageLimits { maxKeys: number, maxBlocks: number }
 
 /**
- * Finds every stored version no view can see under `table` (shadowed in every chain that holds
- * its layer, or in a layer no chain holds) and returns the ops that delete it. One scan of the
- * state keys: a logical key's versions are adjacent, newest layer first. Deterministic, so both
- * hosts free the same keys in the command's own batch.
+ * The standard step (part of the record format: both hosts must take the same one): keys scanned,
+ * and garbage blocks read for their sizes (16 MiB of 64 KiB blocks). Small enough that a write
+ * queued behind a step waits tens of milliseconds, not the seconds a whole-store scan takes.
  */
-export async function collectGarbage (store: Store, table: LayerTable): Promise<Garbage> {
+export const GARBAGE_STEP: GarbageLimits = { maxKeys: 65_536, maxBlocks: 256 }
+
+/** Where a collection that covers the whole state begins. */
+export const GARBAGE_START = STATE_RANGES[0][0]
+
+/**
+ * One bounded step of garbage collection: from `from` on, finds the stored versions no view can
+ * see under `table` (shadowed in every chain that holds their layer, or in a layer no chain holds)
+ * and returns the ops that delete them, with `next`, the key the following step starts at (null
+ * when the state's end is reached). Stops at a logical key's boundary, because a key's versions
+ * (adjacent, newest layer first) are judged together. Deterministic: both hosts run the same steps
+ * at the same place in the stream. A version that is garbage stays garbage (layers only shrink out
+ * of chains), so a collection may be spread over many steps with writes between them.
+ */
+export async function collectGarbageStep (store: Store, table: LayerTable, from: Buffer, limits: GarbageLimits): Promise<Garbage> {
   const chains = [table.live, ...snapshotsOf(table).map(s => s.chain)].map(c => new Set(c))
-  const out: Garbage = { ops: [], freedBytes: 0, keys: 0 }
-  for (const prefix of [P_BLOCK, P_DIRENT, P_INODE, P_XATTR]) {
-    for await (const group of versionGroups(store, prefix)) {
-      // The version a chain sees is the first (newest) of the group in that chain.
-      const seen = new Set<number>()
-      for (const c of chains) {
-        const v = group.find(g => c.has(g.layer))
-        if (v !== undefined) seen.add(v.layer)
-      }
-      for (const g of group) {
-        if (seen.has(g.layer)) continue
-        out.ops.push({ type: 'del', key: g.key })
-        out.keys++
-        if (prefix === P_BLOCK) out.freedBytes += g.size
-      }
+  const out: Garbage = { ops: [], freedBytes: 0, keys: 0, next: null }
+  const garbageBlocks: Buffer[] = []
+  let scanned = 0
+  const judge = (group: StoredVersion[]): void => {
+    // The version a chain sees is the first (newest) of the group in that chain.
+    const seen = new Set<number>()
+    for (const c of chains) {
+      const v = group.find(g => c.has(g.layer))
+      if (v !== undefined) seen.add(v.layer)
     }
+    for (const g of group) {
+      if (seen.has(g.layer)) continue
+      out.ops.push({ type: 'del', key: g.key })
+      out.keys++
+      if (g.key[0] === P_BLOCK) garbageBlocks.push(g.key)
+    }
+  }
+  scan: for (const [start, end] of GARBAGE_RANGES) {
+    if (from.compare(end) >= 0) continue
+    let base: Buffer | null = null
+    let group: StoredVersion[] = []
+    for await (const [k] of store.iterate(from.compare(start) > 0 ? from : start, end, { values: false })) {
+      const b = baseOf(k)
+      if (base === null || !b.equals(base)) {
+        if (group.length > 0) {
+          judge(group)
+          if (scanned >= limits.maxKeys || garbageBlocks.length >= limits.maxBlocks) {
+            out.next = k
+            break scan
+          }
+        }
+        group = []
+        base = b
+      }
+      group.push({ key: k, layer: layerOf(k), size: 0 })
+      scanned++
+    }
+    if (group.length > 0) judge(group)
+  }
+  // Only the garbage blocks' values are read, for the bytes they free.
+  if (garbageBlocks.length > 0) {
+    for (const v of await store.getMany(garbageBlocks)) out.freedBytes += v?.length ?? 0
   }
   return out
 }
+
+/** The ranges of versioned keys (the state ranges less the unversioned metadata), in key order. */
+const GARBAGE_RANGES = STATE_RANGES.filter(([start]) => [P_BLOCK, P_DIRENT, P_INODE, P_XATTR].includes(start[0]))
 
 interface StoredVersion { key: Buffer, layer: number, size: number }
 

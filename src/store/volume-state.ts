@@ -18,6 +18,8 @@ export interface Counters {
   /** Bytes of block data stored across all layers. */
   usedBytes: number
   inodes: number
+  /** Hex key where pending garbage collection goes on (absent when none is pending). */
+  garbageFrom?: string
 }
 
 export type { LayerTable }

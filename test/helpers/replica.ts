@@ -7,7 +7,6 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Duplex } from 'node:stream'
-import { FsError } from '../../src/errors.js'
 import { makeVolume, openVolume, type OpenedVolume } from '../../src/daemon/open-volume.js'
 import type { Volume } from '../../src/fs/volume.js'
 import { nowNs } from '../../src/fs/clock.js'
@@ -21,6 +20,10 @@ import { FRAME_HEADER_LENGTH, FrameType } from '../../src/repl/frames.js'
 import { ReplicationPrimary, type ReplicationMode } from '../../src/repl/primary.js'
 import { ReplicationSecondary } from '../../src/repl/secondary.js'
 import { ROOT, quietLogger, stateDump } from './volume.js'
+import { pattern } from './workload.js'
+
+// The workload helpers live in workload.ts; `pattern` is also offered here, beside writeFile.
+export { pattern }
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
 
@@ -356,53 +359,7 @@ export async function fsckProblems (v: OpenedVolume): Promise<string[]> {
   return r.ok ? [] : r.problems
 }
 
-// ---- workloads ------------------------------------------------------------------------------
-
-export type Op =
-  | { op: 'create' | 'mkdir' | 'unlink' | 'rmdir', path: string }
-  | { op: 'write', path: string, offset: number, len: number, seed: number }
-  | { op: 'truncate', path: string, size: number }
-  | { op: 'rename' | 'link', path: string, to: string }
-  | { op: 'symlink', path: string, to: string }
-  | { op: 'chmod', path: string, mode: number }
-  | { op: 'setxattr', path: string, name: string, value: Uint8Array }
-  | { op: 'removexattr', path: string, name: string }
-
-export function pattern (len: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(len)
-  for (let i = 0; i < len; i++) b[i] = (seed * 31 + i * 7 + (i >> 9)) & 0xff
-  return b
-}
-
-/** Runs one op on a volume; POSIX errors (ENOENT, EEXIST...) are part of a random workload. */
-export async function runOp (vol: Volume, o: Op): Promise<void> {
-  try {
-    switch (o.op) {
-      case 'create': await vol.release(await vol.create(o.path, 0o644, ROOT)); break
-      case 'mkdir': await vol.mkdir(o.path, 0o755, ROOT); break
-      case 'write': {
-        const fh = await vol.open(o.path, 2)
-        try {
-          await vol.write(fh, pattern(o.len, o.seed), o.len, o.offset)
-        } finally {
-          await vol.release(fh)
-        }
-        break
-      }
-      case 'truncate': await vol.truncate(o.path, null, o.size); break
-      case 'unlink': await vol.unlink(o.path); break
-      case 'rmdir': await vol.rmdir(o.path); break
-      case 'rename': await vol.rename(o.path, o.to); break
-      case 'link': await vol.link(o.path, o.to); break
-      case 'symlink': await vol.symlink(o.to, o.path, ROOT); break
-      case 'chmod': await vol.chmod(o.path, o.mode); break
-      case 'setxattr': await vol.setxattr(o.path, o.name, Buffer.from(o.value), 0); break
-      case 'removexattr': await vol.removexattr(o.path, o.name); break
-    }
-  } catch (err) {
-    if (!(err instanceof FsError)) throw err
-  }
-}
+// ---- files ------------------------------------------------------------------------------
 
 /** Writes `count` records of `size` bytes each into `path` (created), sequentially. */
 export async function writeFile (vol: Volume, path: string, count: number, size: number, seed = 1): Promise<void> {

@@ -4,17 +4,13 @@ import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { cli, mountVolume, shr } from '../helpers/mount.js'
 import { cliAsync, diffSnapshots, startPair, treeSnapshot, verify, waitCaughtUp, type Node } from '../helpers/replicated.js'
+import { pattern } from '../helpers/workload.js'
 
 t.setTimeout(120_000)
 
 /** A subtest, as t.test hands it to its callback. */
 type TapTest = Parameters<Parameters<typeof t.test>[0]>[0]
 
-function pattern (len: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(len)
-  for (let i = 0; i < len; i++) b[i] = (seed * 31 + i * 7 + (i >> 9)) & 0xff
-  return b
-}
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
 function errCode (fn: () => unknown): string {
@@ -171,6 +167,28 @@ async function replicatedPair (t: TapTest): Promise<{
     }
   }
 }
+
+t.test('names the kernel still caches after a restore behave as on a local filesystem: O_CREAT creates, the rest get ENOENT', async t => {
+  // A long entry timeout: the kernel surely keeps the old names' dentries across the restore.
+  const m = await mountVolume(t, { extraArgs: ['--attr-timeout', '30'] })
+  const run = (...args: string[]): ReturnType<typeof cli> => cli(args, { REPLFS_RUN_DIR: m.runDir })
+  fs.writeFileSync(join(m.mnt, 'kept'), 'kept v1')
+  t.equal(run('snapshot', 'create', m.mnt, 'base').code, 0)
+  for (const n of ['probe', 'gone', 'gone2', 'gone3']) fs.writeFileSync(join(m.mnt, n), `${n} before`)
+  fs.mkdirSync(join(m.mnt, 'dir'))
+  for (const n of ['probe', 'gone', 'gone2', 'gone3', 'dir']) fs.statSync(join(m.mnt, n)) // cached now
+  const r = run('snapshot', 'restore', m.mnt, 'base')
+  t.equal(r.code, 0, `restore: ${r.stdout}${r.stderr}`)
+
+  fs.writeFileSync(join(m.mnt, 'probe'), 'probe after')
+  t.equal(fs.readFileSync(join(m.mnt, 'probe'), 'utf8'), 'probe after', 'writeFile (O_CREAT|O_TRUNC) on a cached name creates the file')
+  t.equal(errCode(() => fs.readFileSync(join(m.mnt, 'gone'))), 'ENOENT', 'opening a cached name for reading: ENOENT, not ESTALE')
+  t.equal(errCode(() => fs.unlinkSync(join(m.mnt, 'gone2'))), 'ENOENT', 'unlink of a cached name: ENOENT')
+  t.equal(errCode(() => fs.chmodSync(join(m.mnt, 'gone3'), 0o600)), 'ENOENT', 'chmod of a cached name: ENOENT')
+  fs.mkdirSync(join(m.mnt, 'dir'))
+  t.ok(fs.statSync(join(m.mnt, 'dir')).isDirectory(), 'mkdir of a name cached as a removed directory makes it')
+  t.equal(fs.readFileSync(join(m.mnt, 'kept'), 'utf8'), 'kept v1')
+})
 
 t.test('replicated pair: snapshot commands reach the secondary', async t => {
   const { pair, P, Sm, run, verifyOk } = await replicatedPair(t)

@@ -20,18 +20,25 @@ async function primaryWithData (t: Parameters<typeof makePrimary>[0], secret: Bu
   return p
 }
 
-/** Nothing of the primary reached the secondary, and neither side thinks it is replicating. */
-async function assertNothingApplied (t: Test, p: PrimaryNode, s: SecondaryNode, before: { seq: number, dump: Array<[string, string]> }): Promise<void> {
+interface Before { seq: number, dump: Array<[string, string]> }
+
+/** The secondary applied nothing: its seq and store are as they were `before`. */
+async function assertUnchanged (t: Test, s: SecondaryNode, before: Before): Promise<void> {
   await s.log.settle()
   t.equal(s.state.counters.seq, before.seq, 'the secondary applied nothing')
   t.same(await stateDump(s), before.dump, 'the secondary\'s store is unchanged')
+}
+
+/** Nothing of the primary reached the secondary, and neither side thinks it is replicating. */
+async function assertNothingApplied (t: Test, p: PrimaryNode, s: SecondaryNode, before: Before): Promise<void> {
+  await assertUnchanged(t, s, before)
   const ps = p.repl.status() as { phase: string, ackedSeq: number | null, connected: boolean }
   t.equal(ps.phase, 'disconnected', 'the primary is not streaming')
   t.equal(ps.ackedSeq, null, 'the primary has no acknowledged seq')
   t.equal((s.repl.status() as { connected: boolean }).connected, false, 'the secondary is not connected')
 }
 
-async function snapshotOf (s: SecondaryNode): Promise<{ seq: number, dump: Array<[string, string]> }> {
+async function snapshotOf (s: SecondaryNode): Promise<Before> {
   return { seq: s.state.counters.seq, dump: await stateDump(s) }
 }
 
@@ -46,14 +53,24 @@ async function realPair (p: PrimaryNode, s: SecondaryNode): Promise<[Error, Erro
   }
 }
 
-/** Reads frames until the peer closes; returns them. */
-async function drain (ch: FrameChannel): Promise<Frame[]> {
+/** A real primary against a real secondary: both end refused with `code`, and each side's lastError says so. */
+async function refusedOnBothSides (t: Test, p: PrimaryNode, s: SecondaryNode, code: string): Promise<void> {
+  const [pe, se] = await realPair(p, s)
+  t.equal((pe as { refusal?: string }).refusal, code, `primary: ${pe.message}`)
+  t.equal((se as { refusal?: string }).refusal, code, `secondary: ${se.message}`)
+  t.equal(lastError(p)?.code, code)
+  t.equal(lastError(s)?.code, code)
+}
+
+/** Reads frames (each seen by `onFrame` as it comes) until the peer closes; returns them. */
+async function drain (ch: FrameChannel, onFrame: (f: Frame) => void = () => {}): Promise<Frame[]> {
   const got: Frame[] = []
   for (;;) {
     let f: Frame | null
     try { f = await ch.next() } catch { break }
     if (f === null) break
     got.push(f)
+    onFrame(f)
   }
   ch.close()
   return got
@@ -70,15 +87,7 @@ async function craftedPrimary (s: SecondaryNode, hello: object, auth?: object): 
   const served = s.repl.serve(pair.b, 'crafted-primary').then(() => new Error('no error'), (e: Error) => e)
   const ch = new FrameChannel(pair.a, CH)
   ch.sendJson('HELLO', hello)
-  const frames: Frame[] = []
-  for (;;) {
-    let f: Frame | null
-    try { f = await ch.next() } catch { break }
-    if (f === null) break
-    frames.push(f)
-    if (f.type === 'HELLO' && auth !== undefined) ch.sendJson('AUTH', auth)
-  }
-  ch.close()
+  const frames = await drain(ch, f => { if (f.type === 'HELLO' && auth !== undefined) ch.sendJson('AUTH', auth) })
   return { frames, served: await served }
 }
 
@@ -94,21 +103,24 @@ async function craftedSecondary (p: PrimaryNode, hello: (primaryHello: Record<st
   return { frames, served: await served }
 }
 
-for (const [name, pSecret, sSecret] of [
-  ['the secondary holds a different secret', SECRET, OTHER],
-  ['the primary holds a different secret', OTHER, SECRET]
+// What each side's lastError message matches, and what that shows.
+interface Says { primary: readonly [RegExp, string], secondary: readonly [RegExp, string] }
+const secretMismatch: Says = { primary: [/does not know the shared secret/, 'the primary says the peer lacks the secret'], secondary: [/peer refused/, 'the secondary says it was refused'] }
+const insecure = (message: RegExp): Says => ({ primary: [message, 'the primary shows the secondary\'s reason'], secondary: [message, 'the secondary says which side is --insecure'] })
+
+for (const [name, pSecret, sSecret, says] of [
+  ['the secondary holds a different secret', SECRET, OTHER, secretMismatch],
+  ['the primary holds a different secret', OTHER, SECRET, secretMismatch],
+  ['the primary has a secret, the secondary runs --insecure', SECRET, null, insecure(/this node runs --insecure/)],
+  ['the primary runs --insecure, the secondary has a secret', null, SECRET, insecure(/the primary runs --insecure/)]
 ] as const) {
   t.test(`${name}: refused with AUTH_FAILED on both sides, nothing applied`, async t => {
     const p = await primaryWithData(t, pSecret)
     const s = await makeSecondary(t, { secret: sSecret })
     const before = await snapshotOf(s)
-    const [pe, se] = await realPair(p, s)
-    t.equal((pe as { refusal?: string }).refusal, 'AUTH_FAILED', `primary: ${pe.message}`)
-    t.equal((se as { refusal?: string }).refusal, 'AUTH_FAILED', `secondary: ${se.message}`)
-    t.equal(lastError(p)?.code, 'AUTH_FAILED')
-    t.match(lastError(p)?.message, /does not know the shared secret/, 'the primary says the peer lacks the secret')
-    t.equal(lastError(s)?.code, 'AUTH_FAILED')
-    t.match(lastError(s)?.message, /peer refused/, 'the secondary says it was refused')
+    await refusedOnBothSides(t, p, s, 'AUTH_FAILED')
+    t.match(lastError(p)?.message, ...says.primary)
+    t.match(lastError(s)?.message, ...says.secondary)
     await assertNothingApplied(t, p, s, before)
   })
 }
@@ -125,28 +137,8 @@ t.test('a primary whose AUTH proof is wrong is refused by the secondary with AUT
   t.equal((served as { refusal?: string }).refusal, 'AUTH_FAILED')
   t.equal(lastError(s)?.code, 'AUTH_FAILED')
   t.match(lastError(s)?.message, /the primary does not know the shared secret/)
-  t.equal(s.state.counters.seq, before.seq, 'nothing applied')
-  t.same(await stateDump(s), before.dump)
+  await assertUnchanged(t, s, before)
 })
-
-for (const [name, pSecret, sSecret, message] of [
-  ['the primary has a secret, the secondary runs --insecure', SECRET, null, /this node runs --insecure/],
-  ['the primary runs --insecure, the secondary has a secret', null, SECRET, /the primary runs --insecure/]
-] as const) {
-  t.test(`${name}: refused with AUTH_FAILED on both sides, nothing applied`, async t => {
-    const p = await primaryWithData(t, pSecret)
-    const s = await makeSecondary(t, { secret: sSecret })
-    const before = await snapshotOf(s)
-    const [pe, se] = await realPair(p, s)
-    t.equal((se as { refusal?: string }).refusal, 'AUTH_FAILED', `secondary: ${se.message}`)
-    t.equal((pe as { refusal?: string }).refusal, 'AUTH_FAILED', `primary: ${pe.message}`)
-    t.equal(lastError(s)?.code, 'AUTH_FAILED')
-    t.match(lastError(s)?.message, message, 'the secondary says which side is --insecure')
-    t.equal(lastError(p)?.code, 'AUTH_FAILED')
-    t.match(lastError(p)?.message, message, 'the primary shows the secondary\'s reason')
-    await assertNothingApplied(t, p, s, before)
-  })
-}
 
 t.test('both sides --insecure: replication works (the control case)', async t => {
   const p = await primaryWithData(t, null)
@@ -165,11 +157,7 @@ t.test('a secondary holding another volume is refused with VOLUME_MISMATCH on bo
   t.equal(s.state.counters.seq, 1, 'the secondary holds its own (initialised) volume')
   t.not(s.state.format?.volumeId, p.state.format?.volumeId)
   const before = await snapshotOf(s)
-  const [pe, se] = await realPair(p, s)
-  t.equal((se as { refusal?: string }).refusal, 'VOLUME_MISMATCH', `secondary: ${se.message}`)
-  t.equal((pe as { refusal?: string }).refusal, 'VOLUME_MISMATCH', `primary: ${pe.message}`)
-  t.equal(lastError(s)?.code, 'VOLUME_MISMATCH')
-  t.equal(lastError(p)?.code, 'VOLUME_MISMATCH')
+  await refusedOnBothSides(t, p, s, 'VOLUME_MISMATCH')
   t.match(lastError(s)?.message, new RegExp(p.state.format!.volumeId), 'the message names the primary\'s volume')
   await assertNothingApplied(t, p, s, before)
 })
@@ -193,8 +181,7 @@ t.test('a HELLO offering protocols 7..9 is refused by the secondary with PROTOCO
   t.match(errorOf(frames)?.message, /7\.\.9/, 'naming the offered range')
   t.equal((served as { refusal?: string }).refusal, 'PROTOCOL')
   t.equal(lastError(s)?.code, 'PROTOCOL')
-  t.equal(s.state.counters.seq, before.seq, 'nothing applied')
-  t.same(await stateDump(s), before.dump)
+  await assertUnchanged(t, s, before)
 })
 
 t.test('a secondary choosing protocol 7 is refused by the primary with PROTOCOL', async t => {

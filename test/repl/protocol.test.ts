@@ -2,26 +2,21 @@ import t from 'tap'
 import fc from 'fast-check'
 import { stateDump } from '../helpers/volume.js'
 import {
-  type Op, caughtUp, connect, scope, dumpsEqual, fsckProblems, makePrimary, makeSecondary, pattern, readFile, runOp, waitFor, writeFile
+  caughtUp, connect, scope, dumpsEqual, fsckProblems, makePrimary, makeSecondary, readFile, waitFor, writeFile
 } from '../helpers/replica.js'
+import { FILE_OPS, type Op, opArb, pattern, runOp } from '../helpers/workload.js'
 
-const names = ['a', 'b', 'c']
-const pathArb = fc.array(fc.constantFrom(...names), { minLength: 1, maxLength: 2 }).map(p => '/' + p.join('/'))
-const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { arbitrary: fc.record({ op: fc.constant('create' as const), path: pathArb }), weight: 3 },
-  fc.record({ op: fc.constant('mkdir' as const), path: pathArb }),
+const op = opArb({
+  weights: { ...FILE_OPS, create: 3, write: 4 },
+  names: ['a', 'b', 'c'],
+  depth: 2,
   // Offsets past 64 KiB and past EOF (sparse), lengths spanning several blocks.
-  { arbitrary: fc.record({ op: fc.constant('write' as const), path: pathArb, offset: fc.oneof(fc.integer({ min: 0, max: 4096 }), fc.integer({ min: 65_536, max: 400_000 })), len: fc.integer({ min: 1, max: 140_000 }), seed: fc.integer({ min: 0, max: 255 }) }), weight: 4 },
-  fc.record({ op: fc.constant('truncate' as const), path: pathArb, size: fc.integer({ min: 0, max: 500_000 }) }),
-  fc.record({ op: fc.constant('unlink' as const), path: pathArb }),
-  fc.record({ op: fc.constant('rmdir' as const), path: pathArb }),
-  fc.record({ op: fc.constant('rename' as const), path: pathArb, to: pathArb }),
-  fc.record({ op: fc.constant('link' as const), path: pathArb, to: pathArb }),
-  fc.record({ op: fc.constant('symlink' as const), path: pathArb, to: fc.string({ maxLength: 20 }) }),
-  fc.record({ op: fc.constant('chmod' as const), path: pathArb, mode: fc.integer({ min: 0, max: 0o7777 }) }),
-  fc.record({ op: fc.constant('setxattr' as const), path: pathArb, name: fc.constantFrom('user.x', 'user.y'), value: fc.uint8Array({ maxLength: 64 }) }),
-  fc.record({ op: fc.constant('removexattr' as const), path: pathArb, name: fc.constantFrom('user.x', 'user.y') })
-)
+  offset: fc.oneof(fc.integer({ min: 0, max: 4096 }), fc.integer({ min: 65_536, max: 400_000 })),
+  maxWrite: 140_000,
+  maxTruncate: 500_000,
+  xattrNames: ['user.x', 'user.y'],
+  maxXattr: 64
+})
 
 const seed = Number(process.env.FC_SEED ?? Date.now() % 100000)
 
@@ -30,7 +25,7 @@ for (const mode of ['async', 'sync'] as const) {
     t.comment(`fast-check seed ${seed}`)
     let runs = 0
     let records = 0
-    await fc.assert(fc.asyncProperty(fc.array(opArb, { minLength: 10, maxLength: 80, size: 'max' }), async ops => {
+    await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 10, maxLength: 80, size: 'max' }), async ops => {
       runs++
       // Each run gets its own nodes, closed and removed at the end of the run.
       const rt = scope()

@@ -2,11 +2,11 @@ import t from 'tap'
 import fc from 'fast-check'
 import { createHash } from 'node:crypto'
 import type { Volume } from '../../src/fs/volume.js'
-import { ReplfsError } from '../../src/errors.js'
 import { ROOT, stateDump } from '../helpers/volume.js'
 import {
-  type Op, caughtUp, connect, scope, dumpsEqual, fsckProblems, makePrimary, makeSecondary, pattern, readFile, runOp, writeFile
+  caughtUp, connect, scope, dumpsEqual, fsckProblems, makePrimary, makeSecondary, readFile, writeFile
 } from '../helpers/replica.js'
+import { SNAPSHOT_MIX, type Op, opArb, pattern, runOp } from '../helpers/workload.js'
 
 t.setTimeout(120_000)
 
@@ -32,54 +32,21 @@ async function treeDump (vol: Volume, root: string): Promise<Record<string, stri
   return out
 }
 
-const names = ['a', 'b', 'c']
-const snapNames = ['s1', 's2', 's3']
-const pathArb = fc.array(fc.constantFrom(...names), { minLength: 1, maxLength: 2 }).map(p => '/' + p.join('/'))
-type AnyOp = Op | { op: 'snap-create' | 'snap-delete' | 'snap-restore' | 'snap-refresh', name: string }
-const opArb: fc.Arbitrary<AnyOp> = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ op: fc.constant('create' as const), path: pathArb }) },
-  fc.record({ op: fc.constant('mkdir' as const), path: pathArb }),
-  { weight: 4, arbitrary: fc.record({ op: fc.constant('write' as const), path: pathArb, offset: fc.integer({ min: 0, max: 200_000 }), len: fc.integer({ min: 1, max: 140_000 }), seed: fc.integer({ min: 0, max: 255 }) }) },
-  fc.record({ op: fc.constant('truncate' as const), path: pathArb, size: fc.integer({ min: 0, max: 300_000 }) }),
-  fc.record({ op: fc.constant('unlink' as const), path: pathArb }),
-  fc.record({ op: fc.constant('rmdir' as const), path: pathArb }),
-  fc.record({ op: fc.constant('rename' as const), path: pathArb, to: pathArb }),
-  fc.record({ op: fc.constant('link' as const), path: pathArb, to: pathArb }),
-  fc.record({ op: fc.constant('setxattr' as const), path: pathArb, name: fc.constantFrom('user.x'), value: fc.uint8Array({ maxLength: 32 }) }),
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('snap-create' as const), name: fc.constantFrom(...snapNames) }) },
-  fc.record({ op: fc.constant('snap-delete' as const), name: fc.constantFrom(...snapNames) }),
-  fc.record({ op: fc.constant('snap-restore' as const), name: fc.constantFrom(...snapNames) }),
-  fc.record({ op: fc.constant('snap-refresh' as const), name: fc.constantFrom(...snapNames) })
-)
-
-async function run (vol: Volume, o: AnyOp): Promise<void> {
-  try {
-    switch (o.op) {
-      case 'snap-create': await vol.createSnapshot(o.name); break
-      case 'snap-delete': await vol.deleteSnapshot(o.name); break
-      case 'snap-restore': await vol.restoreSnapshot(o.name); break
-      case 'snap-refresh': await vol.refreshSnapshot(o.name); break
-      default: await runOp(vol, o)
-    }
-  } catch (err) {
-    if (err instanceof ReplfsError && ['SNAPSHOT_EXISTS', 'SNAPSHOT_MISSING'].includes(err.code)) return
-    throw err
-  }
-}
+const op = opArb(SNAPSHOT_MIX)
 
 t.test('writes and snapshot commands on a connected primary: the secondary is byte-identical with the same snapshots', async t => {
   t.comment(`fast-check seed ${seed}`)
   let runs = 0
   let snapCmds = 0
-  await fc.assert(fc.asyncProperty(fc.array(opArb, { minLength: 10, maxLength: 50 }), async ops => {
+  await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 10, maxLength: 50 }), async ops => {
     runs++
     const rt = scope()
     try {
       const p = await makePrimary(rt, { mode: runs % 2 === 0 ? 'sync' : 'async' })
       const s = await makeSecondary(rt)
       connect(p, s)
-      const setup: AnyOp[] = [{ op: 'mkdir', path: '/a' }, { op: 'create', path: '/b' }, { op: 'write', path: '/b', offset: 0, len: 70_000, seed: 1 }, { op: 'snap-create', name: 's1' }]
-      for (const o of [...setup, ...ops]) await run(p.vol, o)
+      const setup: Op[] = [{ op: 'mkdir', path: '/a' }, { op: 'create', path: '/b' }, { op: 'write', path: '/b', offset: 0, len: 70_000, seed: 1 }, { op: 'snap-create', name: 's1' }]
+      for (const o of [...setup, ...ops]) await runOp(p.vol, o)
       await caughtUp(p, s)
       const v = await p.repl.verify()
       if (!v.identical) throw new Error(`verify at ${v.seq}: digests differ ${JSON.stringify(v)}`)
