@@ -3,7 +3,7 @@ import { type Inode, S_IFDIR, S_IFMT, decodeDirent, decodeInode, isDir } from '.
 import { P_INODE, ROOT_INO, direntBase, readU64, withLayer } from '../store/keys.js'
 import { LayerView } from '../store/store.js'
 import {
-  GARBAGE_START, GARBAGE_STEP, type LayerTable, type SnapshotMeta, collectGarbageStep, findSnapshot, withSnapshotCreated, withSnapshotDeleted, withSnapshotRefreshed, withSnapshotRestored
+  GARBAGE_START, GARBAGE_STEP, type LayerTable, type SnapshotMeta, collectGarbageStep, findSnapshot, mergeableLayers, withMergesDone, withSnapshotCreated, withSnapshotDeleted, withSnapshotRefreshed, withSnapshotRestored
 } from '../store/snapshots.js'
 import { SNAPSHOT_INO_BASE, type Tx, inSnapshot } from '../store/volume-state.js'
 import type { LogRecord } from './records.js'
@@ -209,8 +209,13 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
       const g = await collectGarbageStep(tx.state.store, tx.state.layers, Buffer.from(from, 'hex'), limits)
       for (const op of g.ops) tx.ops.push(op)
       tx.counters.usedBytes -= g.freedBytes
-      if (g.next === null) delete tx.counters.garbageFrom
-      else tx.counters.garbageFrom = g.next.toString('hex')
+      if (g.next !== null) {
+        tx.counters.garbageFrom = g.next.toString('hex')
+        return
+      }
+      delete tx.counters.garbageFrom
+      // The pass is over: every version of a merged layer has moved down, so it leaves the chains.
+      if ((tx.state.layers.merging ?? []).length > 0) tx.layers = withMergesDone(tx.state.layers)
       return
     }
     default: {
@@ -331,11 +336,16 @@ function tableChange (change: () => LayerTable): LayerTable {
 }
 
 /**
- * The command left versions no view can see: collection (re)starts from the beginning of the
- * state, in collect-garbage steps the writable host queues after it.
+ * The command left versions no view can see, and maybe layers that can merge: the collection
+ * (re)starts from the beginning of the state, in collect-garbage steps the writable host queues
+ * after it, and its pass carries out the merges.
  */
 function garbageLeft (tx: Tx): void {
   tx.counters.garbageFrom = GARBAGE_START.toString('hex')
+  const table = tx.layers!
+  const merging = mergeableLayers(table)
+  const { merging: _old, ...rest } = table
+  tx.layers = merging.length > 0 ? { ...rest, merging } : rest
 }
 
 function invalid (msg: string): ReplfsError {

@@ -1,5 +1,5 @@
 import { ReplfsError } from '../errors.js'
-import { P_BLOCK, P_DIRENT, P_INODE, P_XATTR, STATE_RANGES, baseOf, layerOf } from './keys.js'
+import { P_BLOCK, P_DIRENT, P_INODE, P_XATTR, STATE_RANGES, baseOf, layerOf, withLayer } from './keys.js'
 import type { BatchOp, Store } from './store.js'
 
 /**
@@ -25,7 +25,18 @@ export interface SnapshotMeta {
   writable?: boolean
 }
 
-export interface LayerTable { nextLayer: number, live: number[], snapshots?: SnapshotMeta[], nextSnapshotId?: number }
+export interface LayerTable {
+  nextLayer: number
+  live: number[]
+  snapshots?: SnapshotMeta[]
+  nextSnapshotId?: number
+  /**
+   * Layers being merged into the layer below them, as [from, into] pairs sorted by `from`: set
+   * with the garbage cursor, carried out by the collection steps, dropped from every chain when
+   * the collection's pass ends.
+   */
+  merging?: Array<[number, number]>
+}
 
 export const MAX_SNAPSHOTS = 256
 const MAX_SNAPSHOT_ID = 0xffff
@@ -54,6 +65,7 @@ export function withSnapshotCreated (t: LayerTable, name: string, seq: number, t
   const top = t.nextLayer
   const own = writable ? [top + 1] : []
   return {
+    ...t,
     nextLayer: top + 1 + own.length,
     live: [top, ...t.live],
     snapshots: [...snaps, { name, id, chain: [...own, ...t.live], seq, time: time.toString(), inodes, ...(writable ? { writable } : {}) }],
@@ -111,7 +123,46 @@ function bad (msg: string): ReplfsError {
   return new ReplfsError('BAD_ARGUMENT', msg)
 }
 
-export interface Garbage { ops: BatchOp[], freedBytes: number, keys: number, next: Buffer | null }
+/**
+ * The layers that can be merged into the one below them, with their final target. A frozen layer
+ * U can go into the layer D right below it when exactly the same chains hold U and D: no view can
+ * tell them apart, so each key's newest version among them is all any view sees. Without this,
+ * every create would lengthen the live chain for good (a lookup reads one key per layer), however
+ * many snapshots are deleted since. Layers that take writes (the top of the live chain and of a
+ * writable snapshot) never merge. Once mergeable, a pair stays so: new chains are built by
+ * putting layers on top of existing ones.
+ */
+export function mergeableLayers (t: LayerTable): Array<[number, number]> {
+  const snaps = snapshotsOf(t)
+  const chains = [t.live, ...snaps.map(s => s.chain)]
+  const holders = new Map<number, string>()
+  chains.forEach((c, i) => { for (const l of c) holders.set(l, `${holders.get(l) ?? ''}${i},`) })
+  const takesWrites = new Set([t.live[0], ...snaps.filter(s => s.writable === true).map(s => s.chain[0])])
+  const into = new Map<number, number>()
+  for (const c of chains) {
+    // Bottom up, so the layer below already knows its own final target.
+    for (let i = c.length - 2; i >= 0; i--) {
+      const u = c[i]
+      const d = c[i + 1]
+      if (takesWrites.has(u) || holders.get(u) !== holders.get(d)) continue
+      into.set(u, into.get(d) ?? d)
+    }
+  }
+  return [...into.entries()].sort((a, b) => a[0] - b[0])
+}
+
+/** The table once the pending merges are done: merged layers leave every chain. */
+export function withMergesDone (t: LayerTable): LayerTable {
+  const gone = new Set((t.merging ?? []).map(([from]) => from))
+  const { merging: _done, ...rest } = t
+  return {
+    ...rest,
+    live: t.live.filter(l => !gone.has(l)),
+    snapshots: snapshotsOf(t).map(s => ({ ...s, chain: s.chain.filter(l => !gone.has(l)) }))
+  }
+}
+
+export interface Garbage { ops: BatchOp[], freedBytes: number, keys: number, moved: number, next: Buffer | null }
 
 /** How much one garbage-collection step may do: keys scanned, and garbage blocks read (for their sizes). */
 export interface GarbageLimits { maxKeys: number, maxBlocks: number }
@@ -137,8 +188,10 @@ export const GARBAGE_START = STATE_RANGES[0][0]
  */
 export async function collectGarbageStep (store: Store, table: LayerTable, from: Buffer, limits: GarbageLimits): Promise<Garbage> {
   const chains = [table.live, ...snapshotsOf(table).map(s => s.chain)].map(c => new Set(c))
-  const out: Garbage = { ops: [], freedBytes: 0, keys: 0, next: null }
+  const into = new Map(table.merging ?? [])
+  const out: Garbage = { ops: [], freedBytes: 0, keys: 0, moved: 0, next: null }
   const garbageBlocks: Buffer[] = []
+  const moves: Array<{ from: Buffer, to: Buffer }> = []
   let scanned = 0
   const judge = (group: StoredVersion[]): void => {
     // The version a chain sees is the first (newest) of the group in that chain.
@@ -148,7 +201,13 @@ export async function collectGarbageStep (store: Store, table: LayerTable, from:
       if (v !== undefined) seen.add(v.layer)
     }
     for (const g of group) {
-      if (seen.has(g.layer)) continue
+      if (seen.has(g.layer)) {
+        // A survivor in a layer being merged goes down to its target. Whatever the target held
+        // is shadowed by it in every chain (they hold the same chains), so it is garbage above.
+        const target = into.get(g.layer)
+        if (target !== undefined) moves.push({ from: g.key, to: withLayer(baseOf(g.key), target) })
+        continue
+      }
       out.ops.push({ type: 'del', key: g.key })
       out.keys++
       if (g.key[0] === P_BLOCK) garbageBlocks.push(g.key)
@@ -163,7 +222,7 @@ export async function collectGarbageStep (store: Store, table: LayerTable, from:
       if (base === null || !b.equals(base)) {
         if (group.length > 0) {
           judge(group)
-          if (scanned >= limits.maxKeys || garbageBlocks.length >= limits.maxBlocks) {
+          if (scanned >= limits.maxKeys || garbageBlocks.length + moves.length >= limits.maxBlocks) {
             out.next = k
             break scan
           }
@@ -176,9 +235,19 @@ export async function collectGarbageStep (store: Store, table: LayerTable, from:
     }
     if (group.length > 0) judge(group)
   }
-  // Only the garbage blocks' values are read, for the bytes they free.
+  // Only the garbage blocks' values are read, for the bytes they free, and the moved versions'.
   if (garbageBlocks.length > 0) {
     for (const v of await store.getMany(garbageBlocks)) out.freedBytes += v?.length ?? 0
+  }
+  if (moves.length > 0) {
+    const values = await store.getMany(moves.map(m => m.from))
+    moves.forEach((m, i) => {
+      const v = values[i]
+      if (v === undefined) throw new ReplfsError('STORE_CORRUPT', `a version to merge vanished during the step: ${m.from.toString('hex')}`)
+      // After the deletes above: a put of the target key must win over its delete.
+      out.ops.push({ type: 'put', key: m.to, value: v }, { type: 'del', key: m.from })
+    })
+    out.moved = moves.length
   }
   return out
 }

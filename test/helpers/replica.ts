@@ -3,6 +3,7 @@
  * secondary (store + JournalFile + ReplicationSecondary) joined by an in-memory duplex pair, with
  * fault injection on the primary->secondary direction and a stall switch on either direction.
  */
+import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -387,4 +388,30 @@ export async function readFile (vol: Volume, path: string): Promise<Buffer> {
   } finally {
     await vol.release(fh)
   }
+}
+
+export interface TreeEntry { type: string, mode: number, size: number, nlink: number, uid: number, gid: number, mtime: string, sha?: string, target?: string, xattrs: Record<string, string> }
+
+/** A logical dump of the tree under `root` through the Volume API (no inode numbers: views number them apart). */
+export async function treeDump (vol: Volume, root: string): Promise<Record<string, TreeEntry>> {
+  const out: Record<string, TreeEntry> = {}
+  const walk = async (rel: string): Promise<void> => {
+    const abs = rel === '' ? root : `${root === '/' ? '' : root}/${rel}`
+    const st = await vol.getattr(abs)
+    const fmt = st.mode & 0o170000
+    const type = fmt === 0o040000 ? 'dir' : fmt === 0o100000 ? 'file' : fmt === 0o120000 ? 'symlink' : 'other'
+    const e: TreeEntry = { type, mode: st.mode, size: st.size, nlink: st.nlink, uid: st.uid, gid: st.gid, mtime: st.mtime.toString(), xattrs: {} }
+    if (type === 'file') e.sha = createHash('sha256').update(await readFile(vol, abs)).digest('hex')
+    if (type === 'symlink') e.target = await vol.readlink(abs)
+    if (type === 'file' || type === 'dir') {
+      for (const x of (await vol.listxattr(abs)).sort()) e.xattrs[x] = (await vol.getxattr(abs, null, x)).toString('hex')
+    }
+    out[rel === '' ? '.' : rel] = e
+    if (type === 'dir') {
+      const names = (await vol.readdir(abs)).map(d => d.name).filter(n => n !== '.' && n !== '..').sort()
+      for (const n of names) await walk(rel === '' ? n : `${rel}/${n}`)
+    }
+  }
+  await walk('')
+  return out
 }

@@ -1,11 +1,15 @@
 import t from 'tap'
+import fc from 'fast-check'
+import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fsck } from '../../src/store/fsck.js'
+import { nowNs } from '../../src/fs/clock.js'
 import { GARBAGE_START, collectGarbageStep } from '../../src/store/snapshots.js'
 import type { LogRecord } from '../../src/log/records.js'
-import { readFile } from '../helpers/replica.js'
+import { type TreeEntry, readFile, treeDump } from '../helpers/replica.js'
+import { pattern } from '../helpers/workload.js'
 import { putFile, stateDump, tempVolume, type TestVolume } from '../helpers/volume.js'
 
 const KiB = 1024
@@ -136,4 +140,123 @@ t.test('a collect-garbage record with bad limits is refused and changes nothing;
   t.equal(a.state.counters.seq, seq + 1)
   t.equal(a.state.counters.garbageFrom, undefined)
   t.same(await versionedDump(a), before.filter(([k]) => ['62', '64', '69', '78'].includes(k.slice(0, 2))), 'an idle step deletes nothing')
+})
+
+t.test('rotating snapshots (take one, delete the oldest) keeps every chain short: deleted snapshots\' layers merge', async t => {
+  const a = await tempVolume()
+  t.teardown(a.close)
+  const KEEP = 3
+  const expected = new Map<string, Record<string, TreeEntry>>()
+  for (let i = 0; i < 24; i++) {
+    await putFile(a.vol, `/day${i}`, pattern(70 * KiB + i, i))
+    if (i > 0) await a.vol.unlink('/log')
+    await putFile(a.vol, '/log', pattern(130 * KiB, 1000 + i)) // rewritten every round
+    if (i % 3 === 0 && i > 0) await a.vol.unlink(`/day${i - 1}`)
+    await a.vol.createSnapshot(`s${i}`)
+    expected.set(`s${i}`, await treeDump(a.vol, `/.snapshots/s${i}`))
+    if (i >= KEEP) {
+      await a.vol.deleteSnapshot(`s${i - KEEP}`)
+      expected.delete(`s${i - KEEP}`)
+    }
+    t.ok(a.state.layers.live.length <= a.state.snapshots.length + 2, `round ${i}: live chain ${a.state.layers.live.length} layers for ${a.state.snapshots.length} snapshots`)
+  }
+  t.equal(a.state.layers.merging, undefined, 'no merge is left pending')
+  t.ok(a.state.layers.live.length <= KEEP + 2, `the live chain has ${a.state.layers.live.length} layers after 24 creates (without merging: 25)`)
+  for (const s of a.state.snapshots) t.ok(s.chain.length <= KEEP + 1, `${s.name}: ${s.chain.length} layers`)
+  for (const [name, tree] of expected) t.same(await treeDump(a.vol, `/.snapshots/${name}`), tree, `${name} reads as when it was taken`)
+  t.same(await readFile(a.vol, '/log'), pattern(130 * KiB, 1023), 'the live volume is intact')
+  t.equal(await garbageLeft(a), 0, 'nothing unreachable is stored')
+  t.same((await fsck(a.state)).problems, [], 'fsck is clean')
+})
+
+t.test('while a merge runs in small steps, with writes between them, every view reads the same at every step', async t => {
+  const a = await tempVolume()
+  t.teardown(a.close)
+  for (let i = 0; i < 8; i++) await putFile(a.vol, `/f${i}`, pattern(100 * KiB, i))
+  await a.vol.createSnapshot('old')
+  for (let i = 0; i < 8; i += 2) await putFile(a.vol, `/g${i}`, pattern(90 * KiB, 50 + i))
+  await a.vol.rename('/g0', '/f0')
+  await a.vol.setxattr('/f1', 'user.k', Buffer.from('v1'), 0)
+  await a.vol.createSnapshot('mid')
+  await putFile(a.vol, '/h', 'after mid')
+  await a.vol.createSnapshot('new')
+  const views = async (): Promise<unknown> => ({ mid: await treeDump(a.vol, '/.snapshots/mid'), new: await treeDump(a.vol, '/.snapshots/new') })
+  const before = await views()
+  const midChain = a.state.snapshot('mid')!.chain.length
+
+  // Deleting 'old' leaves its layer held by exactly the chains that hold the one above it.
+  await a.log.apply({ type: 'snapshot-delete', name: 'old' })
+  t.ok((a.state.layers.merging ?? []).length > 0, `merges pending: ${JSON.stringify(a.state.layers.merging)}`)
+  let steps = 0
+  while (a.state.counters.garbageFrom !== undefined) {
+    await a.log.apply({ type: 'collect-garbage', maxKeys: 3, maxBlocks: 1 })
+    t.same(await views(), before, `after step ${steps} the snapshots read the same`)
+    await putFile(a.vol, `/w${steps}`, `write ${steps}`)
+    steps++
+  }
+  t.ok(steps >= 10, `${steps} steps`)
+  t.equal(a.state.layers.merging, undefined, 'the pass ended the merge')
+  t.ok(a.state.snapshot('mid')!.chain.length < midChain, `mid's chain went from ${midChain} to ${a.state.snapshot('mid')!.chain.length} layers`)
+  t.same(await views(), before)
+  t.equal((await readFile(a.vol, '/w4')).toString(), 'write 4')
+  t.equal(await garbageLeft(a), 0)
+  t.same((await fsck(a.state)).problems, [])
+})
+
+t.test('property: snapshot commands arriving in the middle of a collection (merges pending) never change what any view reads, and the end state holds no garbage', async t => {
+  type Op = { k: 'write', f: number, seed: number, len: number } | { k: 'create' | 'delete' | 'refresh' | 'restore', s: number } | { k: 'step', keys: number, blocks: number }
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    { weight: 3, arbitrary: fc.record({ k: fc.constant('write' as const), f: fc.nat(3), seed: fc.nat(255), len: fc.integer({ min: 1, max: 200 * KiB }) }) },
+    { weight: 3, arbitrary: fc.record({ k: fc.constant('create' as const), s: fc.nat(2) }) },
+    { weight: 3, arbitrary: fc.record({ k: fc.constantFrom('delete' as const, 'refresh' as const, 'restore' as const), s: fc.nat(2) }) },
+    { weight: 4, arbitrary: fc.record({ k: fc.constant('step' as const), keys: fc.integer({ min: 1, max: 6 }), blocks: fc.integer({ min: 1, max: 3 }) }) }
+  )
+  let runs = 0
+  const seen = { stepsWithMerges: 0, commandsMidCollection: 0 }
+  await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 10, maxLength: 60 }), async ops => {
+    runs++
+    const a = await tempVolume()
+    try {
+      const dumps = async (): Promise<Record<string, unknown>> => {
+        const out: Record<string, unknown> = { live: await treeDump(a.vol, '/') }
+        for (const s of a.state.snapshots) out[s.name] = await treeDump(a.vol, `/.snapshots/${s.name}`)
+        return out
+      }
+      for (const o of ops) {
+        const name = 's' + ('s' in o ? o.s : '')
+        const exists = a.state.snapshot(name) !== undefined
+        if (o.k === 'write') {
+          const p = `/f${o.f}`
+          if (await a.vol.getattr(p).then(() => true, () => false)) await a.vol.unlink(p)
+          await putFile(a.vol, p, pattern(o.len, o.seed))
+        } else if (o.k === 'step') {
+          if (a.state.counters.garbageFrom === undefined) continue
+          const before = await dumps()
+          if ((a.state.layers.merging ?? []).length > 0) seen.stepsWithMerges++
+          await a.log.apply({ type: 'collect-garbage', maxKeys: o.keys, maxBlocks: o.blocks })
+          assert.deepStrictEqual(await dumps(), before, 'a collection step changed what a view reads')
+        } else if (o.k === 'create') {
+          if (a.state.counters.garbageFrom !== undefined) seen.commandsMidCollection++
+          if (!exists) await a.log.apply({ type: 'snapshot-create', name, time: nowNs() })
+        } else if (exists) {
+          if (a.state.counters.garbageFrom !== undefined) seen.commandsMidCollection++
+          await a.log.apply(o.k === 'delete' ? { type: 'snapshot-delete', name } : { type: `snapshot-${o.k}`, name, time: nowNs() })
+          // Nothing open here: orphans a restore brings back are freed as the volume would.
+          if (o.k === 'restore') await a.vol.purgeOrphans()
+        }
+      }
+      const before = await dumps()
+      while (a.state.counters.garbageFrom !== undefined) await a.log.apply({ type: 'collect-garbage', maxKeys: 7, maxBlocks: 2 })
+      assert.deepStrictEqual(await dumps(), before, 'finishing the collection changed what a view reads')
+      assert.equal(a.state.layers.merging, undefined)
+      assert.equal(await garbageLeft(a), 0, 'garbage left after the collection')
+      assert.deepStrictEqual((await fsck(a.state)).problems, [])
+      // Each chain is at most: its own top (if it takes writes), one layer per snapshot boundary in it, the bottom.
+      for (const c of [a.state.layers.live, ...a.state.snapshots.map(s => s.chain)]) assert.ok(c.length <= a.state.snapshots.length + 2, `chain ${JSON.stringify(c)}`)
+    } finally {
+      await a.close()
+    }
+  }), { numRuns: 40, seed: Number(process.env.FC_SEED ?? Date.now() % 100000) })
+  t.equal(runs >= 40, true, 'ran at least 40 random command sequences')
+  t.ok(seen.stepsWithMerges > 10 && seen.commandsMidCollection > 10, `the runs took ${seen.stepsWithMerges} steps with merges pending and ${seen.commandsMidCollection} commands in the middle of a collection`)
 })

@@ -1,12 +1,11 @@
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
-import { createHash } from 'node:crypto'
 import { fsck } from '../../src/store/fsck.js'
 import type { Volume } from '../../src/fs/volume.js'
 import type { ReplfsErrorCode } from '../../src/errors.js'
 import type { BatchOp } from '../../src/store/store.js'
 import { ROOT, stateDump, tempVolume, type TestVolume } from '../helpers/volume.js'
-import { readFile } from '../helpers/replica.js'
+import { readFile, treeDump } from '../helpers/replica.js'
 import { type Op, SNAPSHOT_MIX, opArb, pattern, replayGivesSameStore, runOp } from '../helpers/workload.js'
 
 t.setTimeout(120_000)
@@ -26,32 +25,6 @@ async function put (vol: Volume, path: string, data: Buffer): Promise<void> {
 async function overwrite (vol: Volume, path: string, data: Buffer): Promise<void> {
   const fh = await vol.open(path, 2)
   try { await vol.write(fh, data, data.length, 0) } finally { await vol.release(fh) }
-}
-
-interface Entry { type: string, mode: number, size: number, nlink: number, uid: number, gid: number, mtime: string, sha?: string, target?: string, xattrs: Record<string, string> }
-
-/** A logical dump of the tree under `root` through the Volume API (no inode numbers: views number them apart). */
-async function treeDump (vol: Volume, root: string): Promise<Record<string, Entry>> {
-  const out: Record<string, Entry> = {}
-  const walk = async (rel: string): Promise<void> => {
-    const abs = rel === '' ? root : `${root === '/' ? '' : root}/${rel}`
-    const st = await vol.getattr(abs)
-    const fmt = st.mode & 0o170000
-    const type = fmt === 0o040000 ? 'dir' : fmt === 0o100000 ? 'file' : fmt === 0o120000 ? 'symlink' : 'other'
-    const e: Entry = { type, mode: st.mode, size: st.size, nlink: st.nlink, uid: st.uid, gid: st.gid, mtime: st.mtime.toString(), xattrs: {} }
-    if (type === 'file') e.sha = createHash('sha256').update(await readFile(vol, abs)).digest('hex')
-    if (type === 'symlink') e.target = await vol.readlink(abs)
-    if (type === 'file' || type === 'dir') {
-      for (const x of (await vol.listxattr(abs)).sort()) e.xattrs[x] = (await vol.getxattr(abs, null, x)).toString('hex')
-    }
-    out[rel === '' ? '.' : rel] = e
-    if (type === 'dir') {
-      const names = (await vol.readdir(abs)).map(d => d.name).filter(n => n !== '.' && n !== '..').sort()
-      for (const n of names) await walk(rel === '' ? n : `${rel}/${n}`)
-    }
-  }
-  await walk('')
-  return out
 }
 
 async function fsckClean (tt: Test, v: TestVolume, what: string): Promise<void> {
