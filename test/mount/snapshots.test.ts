@@ -3,7 +3,7 @@ import * as fs from 'node:fs'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { cli, mountVolume, shr } from '../helpers/mount.js'
-import { cliAsync, diffSnapshots, startPair, treeSnapshot, verify, waitCaughtUp, type Node } from '../helpers/replicated.js'
+import { cliAsync, diffSnapshots, sleep, startPair, status, treeSnapshot, verify, waitCaughtUp, type Node } from '../helpers/replicated.js'
 import { pattern } from '../helpers/workload.js'
 
 t.setTimeout(120_000)
@@ -269,4 +269,82 @@ t.test('replicated pair: a writable snapshot written through the mount, and a --
   const miss = await run(pair.primary, 'snapshot', 'restore', P, 'w', '--path', 'nope')
   t.not(miss.code, 0)
   t.match(miss.stderr, /not in snapshot w/, 'a path missing in the snapshot is a clear error')
+})
+
+t.test('replicated pair: a snapshot taken while 3 writers run holds every write completed before it and none started after, identically on both hosts; a file restore, a delete that frees space and a 24 MiB restore under 4 KiB on the wire', async t => {
+  const { pair, P, Sm, run, verifyOk } = await replicatedPair(t)
+  const fsp = fs.promises
+  for (let w = 0; w < 3; w++) fs.mkdirSync(join(P, `w${w}`))
+  // Each writer writes whole files one after another; 'done' is when writeFile resolved.
+  let phase: 'before' | 'during' | 'after' = 'before'
+  const completedBefore = new Set<string>()
+  const startedAfter = new Set<string>()
+  let stop = false
+  const writer = async (w: number): Promise<number> => {
+    let i = 0
+    for (; !stop; i++) {
+      const name = `w${w}/f${String(i).padStart(4, '0')}`
+      const startedIn = phase
+      await fsp.writeFile(join(P, name), pattern(4096 + ((w * 7919 + i * 104729) % 60_000), w * 1000 + i))
+      if (startedIn === 'after') startedAfter.add(name)
+      if (phase === 'before') completedBefore.add(name)
+    }
+    return i
+  }
+  const writers = [0, 1, 2].map(writer)
+  await sleep(700)
+  phase = 'during'
+  const c = await run(pair.primary, 'snapshot', 'create', P, 'busy')
+  phase = 'after'
+  await sleep(500)
+  stop = true
+  const written = await Promise.all(writers)
+  t.equal(c.code, 0, `create while writing: ${c.stderr}`)
+  t.ok(completedBefore.size > 10 && startedAfter.size > 10, `${completedBefore.size} files completed before the create, ${startedAfter.size} started after it returned (${written.join('+')} in all)`)
+
+  const S = join(P, '.snapshots/busy')
+  const inSnap = fileHashes(S)
+  const missing = [...completedBefore].filter(n => inSnap[n] !== sha(fs.readFileSync(join(P, n))))
+  t.same(missing, [], 'every file completed before the create is in the snapshot, whole')
+  t.same([...startedAfter].filter(n => n in inSnap), [], 'no file started after the create returned is in it')
+  await verifyOk('writers and the snapshot')
+  t.same(fileHashes(join(Sm, '.snapshots/busy')), inSnap, 'the secondary\'s snapshot is byte-identical (sha256 of every file)')
+  t.same(diffSnapshots(treeSnapshot(S), treeSnapshot(join(Sm, '.snapshots/busy'))), [], 'and so are its modes, sizes, links and xattrs')
+
+  // One file back from the snapshot.
+  const one = [...completedBefore][3]
+  fs.writeFileSync(join(P, one), 'clobbered')
+  const rf = await run(pair.primary, 'snapshot', 'restore', P, 'busy', '--path', one)
+  t.equal(rf.code, 0, `restore --path ${one}: ${rf.stderr}`)
+  await verifyOk('file restore')
+  t.equal(sha(fs.readFileSync(join(Sm, one))), inSnap[one], 'the one file is back on the secondary too')
+
+  // 24 MiB overwritten, then a whole restore: the wire carries commands, not data.
+  const big = ['big0', 'big1', 'big2'].map(n => join(P, n))
+  for (const [i, f] of big.entries()) fs.writeFileSync(f, pattern(8 << 20, 500 + i))
+  const c2 = await run(pair.primary, 'snapshot', 'create', P, 'big')
+  t.equal(c2.code, 0)
+  for (const [i, f] of big.entries()) fs.writeFileSync(f, pattern(8 << 20, 600 + i))
+  await waitCaughtUp(pair.primary)
+  const out0 = Number((await status(pair.primary)).replication.bytesOut)
+  const r = await run(pair.primary, 'snapshot', 'restore', P, 'big')
+  t.equal(r.code, 0, `restore: ${r.stderr}`)
+  await waitCaughtUp(pair.primary)
+  const wire = Number((await status(pair.primary)).replication.bytesOut) - out0
+  t.ok(wire > 0 && wire < 4096, `the restore of 24 MiB (and the collection that freed the overwritten 24 MiB) took ${wire} B on the wire`)
+  await verifyOk('whole restore')
+  for (const [i, f] of big.entries()) t.equal(sha(fs.readFileSync(f.replace(P, Sm))), sha(pattern(8 << 20, 500 + i)), `${f.slice(P.length + 1)} is the snapshot's on the secondary`)
+
+  // Deleting a snapshot frees what only it held, on both hosts, as statfs shows.
+  for (const [i, f] of big.entries()) fs.writeFileSync(f, pattern(8 << 20, 700 + i))
+  await waitCaughtUp(pair.primary)
+  const used = (mnt: string): number => { const s = fs.statfsSync(mnt); return (s.blocks - s.bfree) * s.bsize }
+  const [usedP, usedS] = [used(P), used(Sm)]
+  const d = await run(pair.primary, 'snapshot', 'delete', P, 'big')
+  t.equal(d.code, 0, `delete: ${d.stderr}`)
+  const freed = Number(/(\d+) bytes freed/.exec(d.stdout)?.[1])
+  t.equal(freed, 24 << 20, `delete says it freed the 24 MiB only 'big' held: ${d.stdout.trim()}`)
+  await verifyOk('delete')
+  t.equal(usedP - used(P), 24 << 20, 'statfs on the primary shows 24 MiB less in use')
+  t.equal(usedS - used(Sm), 24 << 20, 'and on the secondary')
 })
