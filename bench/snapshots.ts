@@ -309,6 +309,8 @@ async function restoreBench (work: string): Promise<RestoreResult> {
     const writer = (async () => {
       while (writing) { during.push(await writeProbe()); await sleep(20) }
     })()
+    // Awaited below; until then a failed probe must not crash the run (the pair would stay mounted).
+    writer.catch(() => {})
     const tR2 = now()
     let again2 = NaN
     try {

@@ -66,7 +66,18 @@ export async function callControl (mountpoint: string, req: { cmd: string, [k: s
         hint: `Mount it with: replfs mount ${mountpoint} --store DIR`
       }))
     })
+    let answered = false
+    // The process can die mid-command (killed, crashed): say so instead of waiting out the timeout.
+    sock.once('close', () => {
+      clearTimeout(timer)
+      if (!answered) {
+        reject(new ReplfsError('NOT_MOUNTED', `the replfs process of ${mountpoint} closed the connection without answering (did it exit?)`, {
+          hint: 'Look at its log; after a crash, mount the volume again (a stale mount point is recovered).'
+        }))
+      }
+    })
     sock.pipe(split2()).once('data', (line: string) => {
+      answered = true
       clearTimeout(timer)
       sock.destroy()
       const res = JSON.parse(line) as { ok: boolean, result?: unknown, error?: { code: string, message: string, hint?: string } }

@@ -127,6 +127,11 @@ export class MountDaemon {
       usedBytes: s.counters.usedBytes,
       inodes: s.counters.inodes,
       sizeLimit: this.vol.sizeLimit,
+      // Space a delete, restore or refresh is still freeing (like ZFS's "freeing"): the cursor
+      // of the pending collection, and the layers it is merging.
+      garbageCollection: s.counters.garbageFrom === undefined
+        ? { pending: false }
+        : { pending: true, at: s.counters.garbageFrom, mergingLayers: (s.layers.merging ?? []).length },
       pid: process.pid,
       ...(this.repl === null ? {} : { replication: this.repl.status() })
     }

@@ -4,7 +4,8 @@ import type { Test } from 'tap'
 import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
-import { cli, forceUnmount, isMounted, mountVolume, tempDir } from '../helpers/mount.js'
+import { REPO, cli, forceUnmount, isMounted, mountVolume, tempDir } from '../helpers/mount.js'
+import { callControl } from '../../src/daemon/control.js'
 
 // Appends numbered records to log.txt, fsyncs, and every 20th record also creates rec-N as its
 // own fsynced file (plus a dir fsync); prints "ack N" only after the fsyncs returned.
@@ -126,4 +127,59 @@ t.test('files unlinked while open when the volume process is killed are freed at
   const after = cli(['fsck', '--store', store, '--json'])
   t.equal(after.code, 0, `fsck after remount: ${after.stdout}`)
   t.equal(JSON.parse(after.stdout).dataBytes, 4, 'only the kept file\'s 4 bytes remain')
+})
+
+t.test('kill -9 in the middle of the garbage collection a snapshot delete started: the next mount finishes it; fsck clean, every file intact', async t => {
+  const base = tempDir()
+  t.teardown(() => fs.rmSync(base, { recursive: true, force: true }))
+  const store = join(base, 'store'); const mnt = join(base, 'mnt'); const runDir = join(base, 'run')
+  const env = { REPLFS_RUN_DIR: runDir }
+  // The control socket's directory comes from the environment when the call starts.
+  const status = async (): Promise<unknown> => {
+    const prev = process.env.REPLFS_RUN_DIR
+    process.env.REPLFS_RUN_DIR = runDir
+    try { return callControl(mnt, { cmd: 'status' }, 5000) } finally { if (prev === undefined) delete process.env.REPLFS_RUN_DIR; else process.env.REPLFS_RUN_DIR = prev }
+  }
+  const m1 = await mountVolume(t, { store, mnt, runDir })
+  const MiB = 1 << 20
+  const fill = (seed: number): Buffer => { const b = Buffer.alloc(16 * MiB); for (let i = 0; i < b.length; i += 4096) b.writeUInt32BE(seed * 100_000 + i / 4096, i); return b }
+  for (let i = 0; i < 10; i++) fs.writeFileSync(join(mnt, `f${i}`), fill(i))
+  t.equal(cli(['snapshot', 'create', mnt, 'old'], env).code, 0)
+  for (let i = 0; i < 10; i++) fs.writeFileSync(join(mnt, `f${i}`), fill(100 + i)) // 160 MiB only 'old' holds now
+  fs.writeFileSync(join(mnt, 'small'), 'small file')
+
+  // Delete in the background; kill the volume process once the collection is under way.
+  const del = spawn(process.execPath, [join(REPO, 'bin/replfs'), 'snapshot', 'delete', mnt, 'old'], { env: { ...process.env, ...env }, stdio: 'ignore' })
+  const delExit = new Promise(resolve => del.once('exit', resolve))
+  let pendingSeen = false
+  for (let i = 0; i < 2000 && !pendingSeen; i++) {
+    const st = await status().catch(() => null) as { garbageCollection?: { pending: boolean } } | null
+    if (st?.garbageCollection?.pending === true) pendingSeen = true
+    else await new Promise(resolve => setTimeout(resolve, 5))
+  }
+  t.ok(pendingSeen, 'the collection was seen running')
+  m1.child.kill('SIGKILL')
+  await m1.exited
+  t.not(await delExit, 0, 'the delete CLI fails (it does not hang) when the volume process dies under it')
+  forceUnmount(mnt)
+  const mid = JSON.parse(cli(['fsck', '--store', store, '--json']).stdout) as { ok: boolean, dataBytes: number }
+  t.equal(mid.ok, true, 'fsck is clean with the collection cut short')
+  t.ok(mid.dataBytes > 170 * MiB, `the killed collection left ${(mid.dataBytes / MiB).toFixed(0)} MiB stored (more than the 160 MiB live)`)
+
+  const m2 = await mountVolume(t, { store, mnt, runDir })
+  type Status = { garbageCollection: { pending: boolean }, usedBytes: number }
+  let st: Status | null = null
+  for (let i = 0; i < 600; i++) {
+    st = await status() as Status
+    if (!st.garbageCollection.pending) break
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  t.equal(st?.garbageCollection.pending, false, 'the next mount finished the collection')
+  t.equal(st?.usedBytes, 160 * MiB + 'small file'.length, 'and only the live data is stored')
+  t.match(m2.stderr(), /finished the garbage collection the last run left pending/)
+  for (let i = 0; i < 10; i++) t.ok(fs.readFileSync(join(mnt, `f${i}`)).equals(fill(100 + i)), `f${i} intact`)
+  t.same(fs.readdirSync(join(mnt, '.snapshots')), [], 'the snapshot is gone')
+  await m2.stop()
+  const after = cli(['fsck', '--store', store, '--json'])
+  t.equal(after.code, 0, `fsck after the finished collection: ${after.stdout.slice(0, 300)}`)
 })
