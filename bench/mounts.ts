@@ -76,6 +76,30 @@ export async function cleanupAll (): Promise<void> {
   mounts.clear()
 }
 
+/**
+ * Samples a process's resident memory every `everyMs` until stopped: the peaks of its anonymous
+ * pages (its own heap, LevelDB's memtables and caches) and of file-backed pages (chiefly
+ * LevelDB's memory-mapped table files, which are page cache the kernel can drop).
+ */
+export function rssSampler (pid: number, everyMs = 50): { stop: () => { anonPeak: number, filePeak: number, samples: number } } {
+  let anonPeak = 0
+  let filePeak = 0
+  let samples = 0
+  const sample = (): void => {
+    try {
+      const st = readFileSync(`/proc/${pid}/status`, 'utf8')
+      const anon = Number(/RssAnon:\s+(\d+) kB/.exec(st)?.[1] ?? NaN) * 1024
+      const file = Number(/RssFile:\s+(\d+) kB/.exec(st)?.[1] ?? NaN) * 1024
+      if (anon > anonPeak) anonPeak = anon
+      if (file > filePeak) filePeak = file
+      samples++
+    } catch { /* the process is gone */ }
+  }
+  sample()
+  const timer = setInterval(sample, everyMs)
+  return { stop: () => { clearInterval(timer); sample(); return { anonPeak, filePeak, samples } } }
+}
+
 export function vmHWM (pid: number): number {
   const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m === null ? NaN : Number(m[1]) * 1024

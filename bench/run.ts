@@ -6,7 +6,7 @@
 import fsp from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { dropCaches, leveldb, MiB, parseSize, seqRead, seqWrite, smallFiles, type SmallResult } from './fsbench.js'
-import { cleanupAll, root, startMount, stopMount, vmHWM } from './mounts.js'
+import { cleanupAll, root, startMount, stopMount, rssSampler, vmHWM } from './mounts.js'
 import { replicationBench, type ReplicationResults } from './replication.js'
 import { snapshotBench, type SnapshotResults } from './snapshots.js'
 
@@ -22,7 +22,7 @@ if (SECTIONS.has('replication') && !SECTIONS.has('replfs')) throw new Error('BEN
 // ---- the runs ----
 interface FsResult { write: number, read: number, small: SmallResult }
 type Results = {
-  plain: FsResult, passthrough: FsResult, replfs: FsResult & { peakRssWriteBytes: number, peakRssReadBytes: number, peakRssEndBytes: number }, leveldb: { write: number, read: number }
+  plain: FsResult, passthrough: FsResult, replfs: FsResult & { peakRssWriteBytes: number, peakRssReadBytes: number, peakRssEndBytes: number, writeRss?: { anonPeak: number, filePeak: number, samples: number } }, leveldb: { write: number, read: number }
   replication: ReplicationResults
   snapshots: SnapshotResults
 }
@@ -79,13 +79,15 @@ async function main (): Promise<void> {
     let rf = await startMount('replfs', rMnt, store)
     let peakWrite = NaN
     let peakRead = NaN
+    const sampler = rssSampler(rf.child.pid!)
+    let writeRss = { anonPeak: NaN, filePeak: NaN, samples: 0 }
     const r = await fsTarget('replfs', rMnt,
       async () => { await stopMount(rf); rf = await startMount('replfs', rMnt, store) },
-      () => { peakWrite = vmHWM(rf.child.pid!) },
+      () => { peakWrite = vmHWM(rf.child.pid!); writeRss = sampler.stop() },
       () => { peakRead = vmHWM(rf.child.pid!) })
     const peakEnd = vmHWM(rf.child.pid!)
     await stopMount(rf)
-    results.replfs = { ...r, peakRssWriteBytes: peakWrite, peakRssReadBytes: peakRead, peakRssEndBytes: peakEnd }
+    results.replfs = { ...r, peakRssWriteBytes: peakWrite, peakRssReadBytes: peakRead, peakRssEndBytes: peakEnd, writeRss }
     await fsp.rm(store, { recursive: true, force: true })
     }
     // (e) replication: primary + secondary over loopback, against the unreplicated replfs write above
@@ -130,6 +132,8 @@ async function report (r: Partial<Results>): Promise<void> {
       console.log(`${k}: ${f(r.replfs.small[k])} files/s = ${x(r.replfs.small[k], r.plain?.small[k])} plain, ${x(r.replfs.small[k], r.passthrough?.small[k])} passthrough`)
     }
     console.log(`replfs mount process peak RSS (VmHWM): ${(r.replfs.peakRssWriteBytes / MiB).toFixed(0)} MiB after the write (first mount); remounted process: ${(r.replfs.peakRssReadBytes / MiB).toFixed(0)} MiB after the read, ${(r.replfs.peakRssEndBytes / MiB).toFixed(0)} MiB after the small files`)
+    const w = r.replfs.writeRss
+    if (w !== undefined) console.log(`  during the write (sampled every 50 ms, ${w.samples} samples): anonymous memory peaked at ${(w.anonPeak / MiB).toFixed(0)} MiB, file-backed pages (LevelDB's memory-mapped table files, page cache) at ${(w.filePeak / MiB).toFixed(0)} MiB; target: RSS < 300 MiB`)
   }
   const rep = r.replication
   if (rep !== undefined) {
@@ -174,9 +178,17 @@ async function report (r: Partial<Results>): Promise<void> {
     console.log(`    the same restore again after overwriting the same bytes (control socket, no CLI): returned after ${ms(e.again.restoreMs)} ms, secondary applied at ${ms(e.again.secondaryAppliedMs)} ms`)
     console.log(`    writes during it: a 4 KiB file every 20 ms on the primary (${e.again.probeWrites} of them), longest ${ms(e.again.probeWriteMaxMs)} ms = ${(e.again.probeWriteMaxMs / e.again.probeWriteIdleMedianMs).toFixed(1)}x the idle median (${ms(e.again.probeWriteIdleMedianMs)} ms)`)
   }
-  const json = { date: new Date().toISOString(), bytes: BYTES, files: FILES, dir: BASE, node: process.version, sections: [...SECTIONS], units: { write: 'MiB/s', read: 'MiB/s', small: 'files/s', rss: 'bytes', latency: 'ms', wire: 'bytes on the wire per byte written', snapshots: 'ms (create, restore), bytes (wire, usedBytes)' }, results: r }
   const outDir = join(root, 'bench', 'results')
   await fsp.mkdir(outDir, { recursive: true })
+  // A run of some sections keeps the other sections' last results, each with the date of its run
+  // (ratios are only ever computed within one run).
+  const date = new Date().toISOString()
+  let previous: { results?: Record<string, unknown>, sectionDates?: Record<string, string>, date?: string } = {}
+  try { previous = JSON.parse(await fsp.readFile(join(outDir, 'latest.json'), 'utf8')) } catch { /* first run */ }
+  const sectionDates: Record<string, string> = {}
+  for (const k of Object.keys(previous.results ?? {})) sectionDates[k] = previous.sectionDates?.[k] ?? previous.date ?? 'unknown'
+  for (const k of Object.keys(r)) sectionDates[k] = date
+  const json = { date, bytes: BYTES, files: FILES, dir: BASE, node: process.version, sections: [...SECTIONS], sectionDates, units: { write: 'MiB/s', read: 'MiB/s', small: 'files/s', rss: 'bytes', latency: 'ms', wire: 'bytes on the wire per byte written', snapshots: 'ms (create, restore), bytes (wire, usedBytes)' }, results: { ...previous.results, ...r } }
   await fsp.writeFile(join(outDir, 'latest.json'), JSON.stringify(json, null, 2) + '\n')
   console.log(`results written to ${join(outDir, 'latest.json')}`)
 }
