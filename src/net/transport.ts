@@ -70,7 +70,16 @@ export async function connect (to: Endpoint, tls: TlsMaterial | null, timeoutMs 
       ? createConnection({ host: to.host, port: to.port })
       : tlsConnect({ host: to.host, port: to.port, ...tls, checkServerIdentity: () => undefined })
     const timer = setTimeout(() => sock.destroy(new Error(`connect timed out after ${timeoutMs} ms`)), timeoutMs)
+    // Dialing a local port in the ephemeral range that nobody listens on can pick that very port
+    // as the source: TCP then connects the socket to itself, and holds the port the peer is about
+    // to listen on. Drop such a connection at once; the redial gets another source port.
+    sock.once('connect', () => {
+      if (sock.localPort === sock.remotePort && sock.localAddress === sock.remoteAddress) {
+        sock.destroy(new Error(`connected to itself on ${formatEndpoint(to)} (nobody listens there yet)`))
+      }
+    })
     sock.once(tls === null ? 'connect' : 'secureConnect', () => {
+      if (sock.destroyed) return
       clearTimeout(timer)
       sock.setNoDelay(true)
       sock.setKeepAlive(true, 5000)

@@ -10,6 +10,9 @@ import { type LayerTable, type SnapshotMeta, snapshotsOf } from './snapshots.js'
 
 export interface FormatMeta { formatVersion: 1, volumeId: string, blockSize: number }
 
+/** Largest file (in blocks) whose removal lists its block keys instead of iterating them. */
+const DIRECT_DROP_MAX = 64
+
 /** Counters every record may change; stored in the record's own batch. */
 export interface Counters {
   /** Sequence number of the last applied record. */
@@ -570,6 +573,18 @@ export class Tx {
     const gte = blockBase(n.ino, from)
     const lt = prefixEnd(blockInodePrefix(n.ino))
     if (!this.layered) {
+      // Every stored block has the length the size implies, and the inode counts its bytes: when
+      // the count says there is no hole (or no block at all), the keys are known without an
+      // iterator (a file's removal is then one LevelDB read fewer).
+      const blocks = Math.ceil(n.size / BS)
+      if (from === 0 && (n.bytes === 0 || (n.bytes === n.size && blocks <= DIRECT_DROP_MAX))) {
+        for (let idx = 0; idx < blocks && n.bytes > 0; idx++) {
+          this.ops.push({ type: 'del', key: withLayer(blockBase(n.ino, idx), this.top) })
+          n.bytes -= lenOf(idx)
+          this.counters.usedBytes -= lenOf(idx)
+        }
+        return
+      }
       for await (const [k] of this.state.store.iterate(gte, lt, { values: false })) {
         if (layerOf(k) !== this.top) continue
         const idx = blockIndexOf(k)

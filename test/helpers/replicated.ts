@@ -47,17 +47,22 @@ export interface PairOptions {
   secondaryArgs?: string[]
 }
 
-/** A port nobody listens on right now (bind 0, read it, close). */
+/**
+ * A port nobody listens on right now, below the ephemeral range (32768 and up here): a peer that
+ * dials an ephemeral-range port before anyone listens on it can be handed that very port as its
+ * source and connect to itself, taking the port from the listener about to start.
+ */
 export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address()
-      const port = typeof a === 'object' && a !== null ? a.port : 0
-      s.close(() => resolve(port))
+  for (let attempt = 0; ; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const free = await new Promise<boolean>(resolve => {
+      const s = createServer()
+      s.once('error', () => resolve(false))
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
     })
-  })
+    if (free) return port
+    if (attempt > 100) throw new Error('no free port in 20000-31999')
+  }
 }
 
 export function writeSecret (path: string, value?: string): string {
