@@ -33,7 +33,9 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
     case 'mknod': {
       const parent = await dirInode(tx, rec.parent, 'mknod')
       if (await tx.dirent(rec.parent, rec.name) !== undefined) throw invalid(`mknod: ${rec.parent}/${rec.name} exists`)
-      if (await tx.inode(rec.ino) !== undefined || rec.ino < tx.counters.nextIno) throw invalid(`mknod: inode ${rec.ino} is not free`)
+      // Inode numbers are handed out from nextIno up and never reused (fsck checks that none in use
+      // is at or above it), so a number at or above it is free without reading the store.
+      if (!Number.isSafeInteger(rec.ino) || rec.ino < tx.counters.nextIno) throw invalid(`mknod: inode ${rec.ino} is not free`)
       const dir = (rec.mode & S_IFMT) === S_IFDIR
       const target = rec.target === undefined ? Buffer.alloc(0) : Buffer.from(rec.target)
       tx.putInode({
