@@ -133,6 +133,7 @@ export class MountDaemon {
         ? { pending: false }
         : { pending: true, at: s.counters.garbageFrom, mergingLayers: (s.layers.merging ?? []).length },
       pid: process.pid,
+      fuseOps: Object.fromEntries([...(this.fuse?.opCounts ?? new Map<string, number>()).entries()].sort((a, b) => a[0] < b[0] ? -1 : 1)),
       ...(this.repl === null ? {} : { replication: this.repl.status() })
     }
   }

@@ -16,7 +16,7 @@ type Cb = (code: number, ...rest: unknown[]) => void
  * Maps kernel calls (fuse-native's path-based ops) to Volume methods, and errors to errno.
  * Unexpected errors are logged here, once, and reach the application as EIO.
  */
-export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logger: Logger): Record<string, unknown> {
+export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logger: Logger, counts?: Map<string, number>): Record<string, unknown> {
   const log = logger.child({ component: 'fuse' })
 
   function fail (op: string, cb: Cb, err: unknown, ...defaults: unknown[]): void {
@@ -41,7 +41,7 @@ export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logg
 
   const time = (t: unknown): bigint | 'now' | 'omit' => t === fuse.UTIME_NOW ? 'now' : t === fuse.UTIME_OMIT ? 'omit' : BigInt(t as bigint)
 
-  return {
+  const ops: Record<string, unknown> = {
     init (cb: Cb) { cb(0) },
     statfs (_path: string, cb: Cb) { try { cb(0, vol.statfs()) } catch (err) { fail('statfs', cb, err) } },
     getattr (path: string, cb: Cb) { run('getattr', cb, async () => await vol.getattr(path), s => [toFuseStat(s)]) },
@@ -101,6 +101,18 @@ export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logg
     listxattr (path: string, cb: Cb) { onKnownPath('listxattr', cb, async () => await vol.listxattr(path), names => [names]) },
     removexattr (path: string, name: string, cb: Cb) { onKnownPath('removexattr', cb, async () => await vol.removexattr(path, name)) }
   }
+  if (counts !== undefined) {
+    // How many calls of each kind reached us (`status` shows them: a round trip into JavaScript
+    // is the cost that matters on this path).
+    for (const [name, op] of Object.entries(ops)) {
+      const fn = op as (...args: unknown[]) => unknown
+      const counted = (...args: unknown[]): unknown => { counts.set(name, (counts.get(name) ?? 0) + 1); return fn(...args) }
+      // fuse-native reads the arity of some handlers to pick their signature.
+      Object.defineProperty(counted, 'length', { value: fn.length })
+      ops[name] = counted
+    }
+  }
+  return ops
 }
 
 function toFuseStat (s: Stat): Record<string, unknown> {

@@ -73,12 +73,14 @@ export async function prepareMountpoint (mnt: string, log: Logger): Promise<void
 
 export class FuseMount {
   private fuse: FuseCtor | null = null
+  /** Kernel requests that reached JavaScript, by operation, since the mount. */
+  readonly opCounts = new Map<string, number>()
   constructor (readonly mountpoint: string, private readonly vol: Volume, private readonly opts: MountOptions) {}
 
   async mount (): Promise<void> {
     const log = this.opts.logger
     await prepareMountpoint(this.mountpoint, log)
-    const ops = fuseOps(this.vol, Fuse, () => this.caller(), log)
+    const ops = fuseOps(this.vol, Fuse, () => this.caller(), log, this.opCounts)
     const fuse = new Fuse(this.mountpoint, ops, {
       // The kernel checks permissions from our modes and owners, exactly as for ext4.
       defaultPermissions: true,

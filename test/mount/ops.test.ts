@@ -2,7 +2,7 @@ import t from 'tap'
 t.setTimeout(240_000)
 import * as fs from 'node:fs'
 import { dirname, join } from 'node:path'
-import { mountVolume, sh, shr } from '../helpers/mount.js'
+import { cli, mountVolume, sh, shr } from '../helpers/mount.js'
 
 const code = (fn: () => unknown): string | undefined => { try { fn(); return undefined } catch (e) { return (e as NodeJS.ErrnoException).code } }
 
@@ -172,4 +172,23 @@ t.test('ENOSPC when writing 2 MiB into a --size 1M volume', async t => {
   try { fs.closeSync(fd) } catch (e) { err ??= (e as NodeJS.ErrnoException).code }
   t.equal(err, 'ENOSPC', `write failed after ${written} bytes`)
   t.ok(written <= 1024 * 1024, `no more than 1 MiB accepted (${written})`)
+})
+
+t.test('the patched binding answers security.* xattr reads itself: writes cost no getxattr round trip into JavaScript, user.* xattrs still reach the volume', async t => {
+  const m = await mountVolume(t)
+  const env = { REPLFS_RUN_DIR: m.runDir }
+  const fuseOps = (): Record<string, number> => JSON.parse(cli(['status', m.mnt, '--json'], env).stdout).fuseOps as Record<string, number>
+  const before = fuseOps()
+  const fd = fs.openSync(join(m.mnt, 'f'), 'w')
+  for (let i = 0; i < 20; i++) fs.writeSync(fd, Buffer.alloc(256 * 1024, i)) // the kernel asks for security.capability before each write(2)
+  fs.closeSync(fd)
+  t.equal(shr(`getfattr -n security.capability ${join(m.mnt, 'f')}`).stderr.includes('No such attribute'), true, 'security.capability: no such attribute')
+  sh(`setfattr -n user.k -v v1 ${join(m.mnt, 'f')}`)
+  t.match(sh(`getfattr -n user.k ${join(m.mnt, 'f')}`), /user\.k="v1"/, 'user.* attributes still work')
+  const after = fuseOps()
+  const delta = (k: string): number => (after[k] ?? 0) - (before[k] ?? 0)
+  t.ok(delta('write') >= 40, `${delta('write')} writes reached the volume`)
+  // getfattr asks twice (the value's size, then the value): those are the only ones that reach us.
+  t.equal(delta('getxattr'), 2, 'the only getxattr calls that reached JavaScript are getfattr\'s two for user.k')
+  t.equal(fs.readFileSync(join(m.mnt, 'f')).length, 20 * 256 * 1024)
 })
