@@ -249,7 +249,14 @@ t.test('property: snapshot commands arriving in the middle of a collection (merg
       while (a.state.counters.garbageFrom !== undefined) await a.log.apply({ type: 'collect-garbage', maxKeys: 7, maxBlocks: 2 })
       assert.deepStrictEqual(await dumps(), before, 'finishing the collection changed what a view reads')
       assert.equal(a.state.layers.merging, undefined)
-      assert.equal(await garbageLeft(a), 0, 'garbage left after the collection')
+      // A write that replaces data in a layer only the live view still holds leaves the old
+      // version stored (and counted) until the next command's collection (docs/snapshots.md):
+      // one more command after the last write, then nothing unreachable may be left.
+      await a.log.apply({ type: 'snapshot-create', name: 'last', time: nowNs() })
+      await a.log.apply({ type: 'snapshot-delete', name: 'last' })
+      while (a.state.counters.garbageFrom !== undefined) await a.log.apply({ type: 'collect-garbage', maxKeys: 7, maxBlocks: 2 })
+      assert.deepStrictEqual(await dumps(), before, 'a create and delete changed what a view reads')
+      assert.equal(await garbageLeft(a), 0, 'garbage left after a collection that followed every write')
       assert.deepStrictEqual((await fsck(a.state)).problems, [])
       // Each chain is at most: its own top (if it takes writes), one layer per snapshot boundary in it, the bottom.
       for (const c of [a.state.layers.live, ...a.state.snapshots.map(s => s.chain)]) assert.ok(c.length <= a.state.snapshots.length + 2, `chain ${JSON.stringify(c)}`)
