@@ -61,6 +61,13 @@ export class VolumeState {
   journalRetain = 1024
   journalPayloads = false
   private readonly inodeCache = new Map<number, Inode>()
+  /**
+   * Bumped by every commit that changes cached inodes (entries). A read from LevelDB caches what
+   * it got only if no such commit came while it was in flight: otherwise a lookup that started
+   * before a create would cache "no such name" after the create had cached the new entry.
+   */
+  private inodeGen = 0
+  private direntGen = 0
   private readonly direntCache = new Map<string, { ino: number, type: number } | null>()
 
   constructor (readonly store: Store) {
@@ -75,8 +82,7 @@ export class VolumeState {
 
   /** Rereads metadata and drops caches (after open, or after a failed write reset the store). */
   async reload (): Promise<void> {
-    this.inodeCache.clear()
-    this.direntCache.clear()
+    this.dropCaches()
     const [format, counters, layers, orphans] = await this.store.getMany(
       ['format', 'counters', 'layers', 'orphans'].map(metaKey))
     this.format = format === undefined ? null : parseMeta<FormatMeta>('format', format)
@@ -117,10 +123,11 @@ export class VolumeState {
     const hit = this.inodeCache.get(ino)
     if (hit !== undefined) return hit
     const base = inodeBase(ino)
+    const gen = this.inodeGen
     const v = await this.live.get(l => withLayer(base, l))
     if (v === undefined) return undefined
     const n = decodeInode(ino, v)
-    this.cacheInode(n)
+    if (gen === this.inodeGen) this.cacheInode(n)
     return n
   }
 
@@ -149,9 +156,10 @@ export class VolumeState {
     const hit = this.direntCache.get(ck)
     if (hit !== undefined) return hit ?? undefined
     const base = direntBase(parent, Buffer.from(name))
+    const gen = this.direntGen
     const v = await this.live.get(l => withLayer(base, l))
     const e = v === undefined ? null : decodeDirent(v)
-    this.cacheDirent(ck, e)
+    if (gen === this.direntGen) this.cacheDirent(ck, e)
     return e ?? undefined
   }
 
@@ -251,11 +259,8 @@ export class VolumeState {
     if (tx.layers !== null) {
       tx.putMeta('layers', tx.layers)
       this.installLayers(tx.layers)
-      if (tx.liveReplaced) {
-        // The live view now shows other data: nothing cached about it holds.
-        this.inodeCache.clear()
-        this.direntCache.clear()
-      }
+      // The live view now shows other data: nothing cached about it holds.
+      if (tx.liveReplaced) this.dropCaches()
     }
     const seq = this.counters.seq + 1
     this.counters.seq = seq
@@ -264,6 +269,8 @@ export class VolumeState {
     tx.ops.push({ type: 'put', key: metaKey('counters'), value: Buffer.from(JSON.stringify(this.counters)) })
     if (tx.orphansChanged) tx.ops.push({ type: 'put', key: metaKey('orphans'), value: Buffer.from(JSON.stringify([...this.orphans].sort((a, b) => a - b))) })
     if (tx.snapshotId === 0) {
+      if (tx.inodes.size > 0) this.inodeGen++
+      if (tx.dirents.size > 0) this.direntGen++
       for (const [ino, n] of tx.inodes) {
         if (n === null) this.inodeCache.delete(ino)
         else this.cacheInode(n)
@@ -271,6 +278,13 @@ export class VolumeState {
       for (const [ck, e] of tx.dirents) this.cacheDirent(ck, e)
     }
     return this.store.write(tx.ops, { sync: opts.sync, epoch: tx.epoch })
+  }
+
+  private dropCaches (): void {
+    this.inodeCache.clear()
+    this.direntCache.clear()
+    this.inodeGen++
+    this.direntGen++
   }
 
   private cacheInode (n: Inode): void {

@@ -65,3 +65,39 @@ t.test('sparse files store only what was written; holes read as zeros', async t 
   t.ok(out.equals(Buffer.alloc(8)), 'hole reads as zeros')
   t.ok((await fsck(v.state)).ok)
 })
+
+/** Makes the store's next LevelDB read(s) of a key slow, as a busy disk or thread pool would. */
+function slowNextReads (v: Awaited<ReturnType<typeof tempVolume>>, ms: number): { release: () => void } {
+  const db = (v.store as unknown as { db: Record<string, (...a: unknown[]) => Promise<unknown>> }).db
+  const get = db.get.bind(db)
+  const getMany = db.getMany.bind(db)
+  let slow = true
+  // Whether a read is slow is decided when it starts.
+  const delay = async <T>(p: Promise<T>): Promise<T> => { const wait = slow; const r = await p; if (wait) await new Promise(resolve => setTimeout(resolve, ms)); return r }
+  db.get = async (...a: unknown[]) => await delay(get(...a))
+  db.getMany = async (...a: unknown[]) => await delay(getMany(...a))
+  return { release: () => { slow = false; db.get = get; db.getMany = getMany } }
+}
+
+t.test('a lookup or inode read in flight across a commit does not cache what it read before the commit', async t => {
+  const v = await tempVolume()
+  t.teardown(v.close)
+  await v.vol.create('/f', 0o644, ROOT).then(async fh => { await v.vol.write(fh, Buffer.from('v1'), 2, 0); await v.vol.release(fh) })
+  const ino = (await v.state.lookup(1, 'f'))!.ino
+  // Evict the cached entries by reloading, then start reads that LevelDB answers slowly.
+  await v.state.reload()
+  const slow = slowNextReads(v, 80)
+  const lookup = v.state.lookup(1, 'x')
+  const inode = v.state.inode(ino)
+  slow.release() // the two reads above are already slow; the writes below are not
+  const fh = await v.vol.create('/x', 0o644, ROOT)
+  await v.vol.release(fh)
+  const wf = await v.vol.open('/f', 2)
+  await v.vol.write(wf, Buffer.from('longer'), 6, 0)
+  await v.vol.release(wf)
+  t.equal(await lookup, undefined, 'the lookup that started before the create saw no x (it began first)')
+  t.equal((await inode)?.size, 2, 'the inode read that started before the write saw size 2')
+  t.ok(await v.state.lookup(1, 'x') !== undefined, 'a later lookup finds x (no stale "no such name" was cached)')
+  t.equal((await v.state.inode(ino))?.size, 6, 'a later read sees size 6 (no stale inode was cached)')
+  t.equal((await v.vol.getattr('/f')).size, 6)
+})
