@@ -176,7 +176,7 @@ async function report (r: Partial<Results>): Promise<void> {
     console.log(`    usedBytes ${mib(e.usedBytes.beforeRestore)} before, ${mib(e.usedBytes.afterRestore)} after (secondary ${mib(e.usedBytes.secondaryAfterRestore)}); longest stat() during the restore: primary ${ms(e.maxStatMs.primary)} ms, secondary ${ms(e.maxStatMs.secondary)} ms`)
     console.log(`    content: ${e.contentOk.primary && e.contentOk.secondary ? 'ok' : 'WRONG'} (${e.contentOk.detail}); replfs verify: ${e.verify.ok ? 'identical' : 'FAILED'} (${e.verify.detail}, ${e.verify.seconds.toFixed(1)} s); snapshot create on the pair's primary: ${ms(e.createMs)} ms`)
     console.log(`    the same restore again after overwriting the same bytes (control socket, no CLI): returned after ${ms(e.again.restoreMs)} ms, secondary applied at ${ms(e.again.secondaryAppliedMs)} ms`)
-    console.log(`    writes during it: a 4 KiB file every 20 ms on the primary (${e.again.probeWrites} of them), longest ${ms(e.again.probeWriteMaxMs)} ms = ${(e.again.probeWriteMaxMs / e.again.probeWriteIdleMedianMs).toFixed(1)}x the idle median (${ms(e.again.probeWriteIdleMedianMs)} ms)`)
+    console.log(`    writes during it: a 4 KiB file every 20 ms on the primary (${e.again.probeWrites} of them; ${e.again.probeRaces} found their file removed by the restore under them), longest ${ms(e.again.probeWriteMaxMs)} ms = ${(e.again.probeWriteMaxMs / e.again.probeWriteIdleMedianMs).toFixed(1)}x the idle median (${ms(e.again.probeWriteIdleMedianMs)} ms)`)
   }
   const outDir = join(root, 'bench', 'results')
   await fsp.mkdir(outDir, { recursive: true })
