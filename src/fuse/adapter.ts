@@ -35,8 +35,10 @@ export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logg
    * ESTALE makes the VFS look the path up afresh and retry once, so open(O_CREAT) creates the
    * file and the others get the true answer, instead of an ENOENT no local filesystem gives.
    */
-  function onKnownPath<T> (op: string, cb: Cb, fn: () => Promise<T>, reply: (v: T) => unknown[] = () => []): void {
-    fn().then(v => cb(0, ...reply(v)), err => fail(op, cb, err instanceof FsError && err.code === 'ENOENT' ? fsError('ESTALE', err.message) : err))
+  function onKnownPath<T> (op: string, cb: Cb, fn: () => Promise<T>, reply?: (v: T) => unknown[]): void {
+    run(op, cb, async () => await fn().catch((err: unknown) => {
+      throw err instanceof FsError && err.code === 'ENOENT' ? fsError('ESTALE', err.message) : err
+    }), reply)
   }
 
   const time = (t: unknown): bigint | 'now' | 'omit' => t === fuse.UTIME_NOW ? 'now' : t === fuse.UTIME_OMIT ? 'omit' : BigInt(t as bigint)

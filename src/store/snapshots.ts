@@ -215,25 +215,14 @@ export async function collectGarbageStep (store: Store, table: LayerTable, from:
   }
   scan: for (const [start, end] of GARBAGE_RANGES) {
     if (from.compare(end) >= 0) continue
-    let base: Buffer | null = null
-    let group: StoredVersion[] = []
-    for await (const [k] of store.iterate(from.compare(start) > 0 ? from : start, end, { values: false })) {
-      const b = baseOf(k)
-      if (base === null || !b.equals(base)) {
-        if (group.length > 0) {
-          judge(group)
-          if (scanned >= limits.maxKeys || garbageBlocks.length + moves.length >= limits.maxBlocks) {
-            out.next = k
-            break scan
-          }
-        }
-        group = []
-        base = b
+    for await (const group of versionGroups(store, from.compare(start) > 0 ? from : start, end, { sizes: false })) {
+      if (scanned >= limits.maxKeys || garbageBlocks.length + moves.length >= limits.maxBlocks) {
+        out.next = group[0].key
+        break scan
       }
-      group.push({ key: k, layer: layerOf(k), size: 0 })
-      scanned++
+      judge(group)
+      scanned += group.length
     }
-    if (group.length > 0) judge(group)
   }
   // Only the garbage blocks' values are read, for the bytes they free, and the moved versions'.
   if (garbageBlocks.length > 0) {
@@ -257,19 +246,21 @@ const GARBAGE_RANGES = STATE_RANGES.filter(([start]) => [P_BLOCK, P_DIRENT, P_IN
 
 interface StoredVersion { key: Buffer, layer: number, size: number }
 
-/** The stored versions of each logical key under `prefix`, newest layer first, one group per key (sizes for blocks only). */
-async function * versionGroups (store: Store, prefix: number): AsyncGenerator<StoredVersion[]> {
+/**
+ * The stored versions of each logical key in [gte, lt), newest layer first, one group per key.
+ * With `sizes`, block versions carry their value's length (reading the values).
+ */
+async function * versionGroups (store: Store, gte: Buffer, lt: Buffer, opts: { sizes: boolean }): AsyncGenerator<StoredVersion[]> {
   let base: Buffer | null = null
   let group: StoredVersion[] = []
-  // Only block sizes are ever counted: other keys' values need not be read.
-  for await (const [k, v] of store.iterate(Buffer.from([prefix]), Buffer.from([prefix + 1]), { values: prefix === P_BLOCK })) {
+  for await (const [k, v] of store.iterate(gte, lt, { values: opts.sizes })) {
     const b = baseOf(k)
     if (base === null || !b.equals(base)) {
       if (group.length > 0) yield group
       group = []
       base = b
     }
-    group.push({ key: k, layer: layerOf(k), size: v.length })
+    group.push({ key: k, layer: layerOf(k), size: opts.sizes ? v.length : 0 })
   }
   if (group.length > 0) yield group
 }
@@ -282,7 +273,7 @@ export async function heldBytes (store: Store, table: LayerTable): Promise<Map<s
   const snaps = snapshotsOf(table)
   const views = [{ name: '', chain: new Set(table.live) }, ...snaps.map(s => ({ name: s.name, chain: new Set(s.chain) }))]
   const held = new Map<string, number>(snaps.map(s => [s.name, 0]))
-  for await (const group of versionGroups(store, P_BLOCK)) {
+  for await (const group of versionGroups(store, Buffer.from([P_BLOCK]), Buffer.from([P_BLOCK + 1]), { sizes: true })) {
     const seenBy = new Map<number, string[]>()
     for (const v of views) {
       const g = group.find(x => v.chain.has(x.layer))
