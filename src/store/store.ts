@@ -18,9 +18,15 @@ interface PendingBatch {
  * LevelDB tuning, shared with the benchmark's raw-LevelDB baseline. A 16 MiB memtable writes as
  * fast as 64 MiB here (1 GiB dd: 93 MB/s both) and keeps the mount process's peak RSS at ~210 MB
  * instead of ~520 MB.
+ *
+ * 8 MiB table files, not 64: every batch carries a few metadata keys (inode, counters, journal)
+ * beside its blocks, so each table's key range reaches from its blocks to the metadata and
+ * overlaps the next level's last table; a compaction rewrites that whole table. Smaller tables
+ * make those rewrites smaller (1 GiB dd: 1.06 GB compacted instead of 1.72 GB) and keep less of
+ * them memory-mapped (peak RSS writing 1 GiB ~150-200 MB instead of ~300-330 MB).
  */
 export const LEVELDB_WRITE_BUFFER = 16 * 1024 * 1024
-export const LEVELDB_MAX_FILE_SIZE = 64 * 1024 * 1024
+export const LEVELDB_MAX_FILE_SIZE = 8 * 1024 * 1024
 
 export interface StoreOptions {
   create?: boolean
@@ -228,7 +234,7 @@ export class Store {
 
   private async commit (batch: PendingBatch): Promise<void> {
     try {
-      if (batch.ops.length > 0 || batch.sync) await this.db.batch(batch.ops, { sync: batch.sync })
+      if (batch.ops.length > 0 || batch.sync) await this.writeBatch(batch.ops, batch.sync)
     } catch (err) {
       this.fail(batch, err)
       return
@@ -239,6 +245,18 @@ export class Store {
       if (e !== undefined && e.batch === batch.id) this.overlay.delete(k)
     }
     for (const w of batch.waiters) w.resolve()
+  }
+
+  /**
+   * Straight into classic-level's own batch entry point when the database is open. The public
+   * `batch()` of abstract-level clones, validates and re-encodes every op on the way (as much
+   * JavaScript time as the rest of a small-file create); ours are Buffers already, made in
+   * one place (keys.ts).
+   */
+  private async writeBatch (ops: BatchOp[], sync: boolean): Promise<void> {
+    const db = this.db as unknown as { status: string, _batch?: (ops: BatchOp[], opts: { sync: boolean }) => Promise<void> }
+    if (db.status === 'open' && typeof db._batch === 'function') return await db._batch(ops, { sync })
+    await this.db.batch(ops, { sync })
   }
 
   /**
