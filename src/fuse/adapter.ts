@@ -70,8 +70,8 @@ export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logg
       onKnownPath('create', cb, async () => await vol.create(path, mode, c, flags), fd => [fd])
     },
     release (_path: string | null, fd: number, cb: Cb) { run('release', cb, async () => await vol.release(fd)) },
-    flush (_path: string | null, _fd: number, cb: Cb) { cb(0) },
-    fsync (_path: string | null, _datasync: number, _fd: number, cb: Cb) { run('fsync', cb, async () => await vol.fsync()) },
+    flush (_path: string | null, fd: number, cb: Cb) { try { vol.flush(fd); cb(0) } catch (err) { fail('flush', cb, err) } },
+    fsync (_path: string | null, _datasync: number, fd: number, cb: Cb) { run('fsync', cb, async () => await vol.fsync(fd)) },
     fsyncdir (_path: string | null, _datasync: number, _fd: number, cb: Cb) { run('fsyncdir', cb, async () => await vol.fsync()) },
     read (_path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) {
       vol.read(fd, buf, len, pos).then(n => cb(n), err => fail('read', cb, err))
