@@ -67,7 +67,7 @@ export interface SnapshotInfo { name: string, seq: number, created: string, writ
 
 const EMPTY_ROOT: Inode = {
   ino: ROOT_INO, mode: S_IFDIR | 0o755, uid: 0, gid: 0, nlink: 2, size: 0, bytes: 0, rdev: 0,
-  atime: 0n, mtime: 0n, ctime: 0n, btime: 0n, parent: ROOT_INO, target: Buffer.alloc(0)
+  atime: 0n, mtime: 0n, ctime: 0n, btime: 0n, parent: ROOT_INO, target: Buffer.alloc(0), xattrs: false
 }
 
 /**

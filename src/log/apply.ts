@@ -20,7 +20,7 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
       if (tx.state.format !== null) throw invalid('init: volume already initialised')
       const root: Inode = {
         ino: ROOT_INO, mode: S_IFDIR | (rec.mode & 0o7777), uid: rec.uid, gid: rec.gid, nlink: 2, size: 0, bytes: 0, rdev: 0,
-        atime: rec.time, mtime: rec.time, ctime: rec.time, btime: rec.time, parent: ROOT_INO, target: Buffer.alloc(0)
+        atime: rec.time, mtime: rec.time, ctime: rec.time, btime: rec.time, parent: ROOT_INO, target: Buffer.alloc(0), xattrs: false
       }
       tx.format = { formatVersion: 1, volumeId: rec.volumeId, blockSize: rec.blockSize }
       tx.putMeta('format', tx.format)
@@ -40,7 +40,7 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
       const target = rec.target === undefined ? Buffer.alloc(0) : Buffer.from(rec.target)
       tx.putInode({
         ino: rec.ino, mode: rec.mode, uid: rec.uid, gid: rec.gid, nlink: dir ? 2 : 1, size: target.length, bytes: 0,
-        rdev: rec.rdev, atime: rec.time, mtime: rec.time, ctime: rec.time, btime: rec.time, parent: dir ? rec.parent : 0, target
+        rdev: rec.rdev, atime: rec.time, mtime: rec.time, ctime: rec.time, btime: rec.time, parent: dir ? rec.parent : 0, target, xattrs: false
       })
       tx.putDirent(rec.parent, rec.name, rec.ino, rec.mode)
       if (dir) parent.nlink++
@@ -147,6 +147,7 @@ export async function applyRecord (rec: LogRecord, tx: Tx): Promise<void> {
       const n = await tx.mustInode(rec.ino, 'setxattr')
       tx.setXattr(rec.ino, rec.name, rec.value)
       n.ctime = rec.time
+      n.xattrs = true
       tx.putInode(n)
       return
     }

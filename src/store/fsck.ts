@@ -84,6 +84,7 @@ async function checkView (state: VolumeState, chain: readonly number[], label: s
   const bytesSeen = new Map<number, number>()
   const dirents: Array<{ parent: number, name: string, ino: number, type: number }> = []
   const blockList: Array<{ ino: number, idx: number, len: number }> = []
+  const xattrInos = new Set<number>()
   let lastBase: Buffer | null = null
   let blocks = 0
 
@@ -103,6 +104,8 @@ async function checkView (state: VolumeState, chain: readonly number[], label: s
       dirents.push({ parent: readU64(k, 1), name: base.subarray(9, base.length - 1).toString(), ino: e.ino, type: e.type })
     } else if (p === P_BLOCK) {
       blockList.push({ ino: readU64(k, 1), idx: readU64(k, 9), len: v.length })
+    } else {
+      xattrInos.add(readU64(k, 1))
     }
   }
   for (const d of dirents) {
@@ -144,6 +147,12 @@ async function checkView (state: VolumeState, chain: readonly number[], label: s
     if (want <= 0) problem(`inode ${b.ino}: block ${b.idx} lies past its size ${n.size}`)
     else if (b.len !== want) problem(`inode ${b.ino}: block ${b.idx} holds ${b.len} bytes, size implies ${want}`)
     bytesSeen.set(b.ino, (bytesSeen.get(b.ino) ?? 0) + b.len)
+  }
+  for (const ino of xattrInos) {
+    const n = inodes.get(ino)
+    // Freeing an inode scans for its xattrs only when it says it may have some.
+    if (n === undefined) problem(`extended attributes of missing inode ${ino}`)
+    else if (!n.xattrs) problem(`inode ${ino} has extended attributes but is not marked as having any`)
   }
   for (const [ino, n] of inodes) {
     if ((n.mode & S_IFMT) === S_IFDIR) continue

@@ -488,20 +488,24 @@ export class Tx {
   /** Frees an inode: its record, and its blocks and xattrs in the top layer (lower layers keep theirs). */
   async freeInode (n: Inode): Promise<void> {
     await this.dropBlocks(n, 0)
-    for await (const [k] of this.state.store.iteratePrefix(xattrInodePrefix(n.ino), { values: false })) {
+    if (n.xattrs) await this.dropXattrs(n.ino)
+    this.inodes.set(n.ino, null)
+    this.removeKey(withLayer(inodeBase(n.ino), this.top))
+    if (this.isLive) this.counters.inodes--
+    if (this.orphans.delete(this.isLive ? n.ino : snapshotIno(this.snapshotId, n.ino))) this.orphansChanged = true
+  }
+
+  private async dropXattrs (ino: number): Promise<void> {
+    for await (const [k] of this.state.store.iteratePrefix(xattrInodePrefix(ino), { values: false })) {
       if (layerOf(k) === this.top) this.ops.push({ type: 'del', key: k })
     }
     // Lower layers (snapshots) keep theirs; tombstones hide them from this view, so they are
     // freed once no snapshot needs them.
     if (this.layered) {
-      for await (const { base } of this.view.scan(xattrInodePrefix(n.ino))) {
+      for await (const { base } of this.view.scan(xattrInodePrefix(ino))) {
         this.ops.push({ type: 'put', key: withLayer(base, this.top), value: Buffer.alloc(0) })
       }
     }
-    this.inodes.set(n.ino, null)
-    this.removeKey(withLayer(inodeBase(n.ino), this.top))
-    if (this.isLive) this.counters.inodes--
-    if (this.orphans.delete(this.isLive ? n.ino : snapshotIno(this.snapshotId, n.ino))) this.orphansChanged = true
   }
 
   /**

@@ -1,8 +1,9 @@
 import t from 'tap'
 import { Store } from '../../src/store/store.js'
 import { fsck } from '../../src/store/fsck.js'
-import { blockBase, metaKey, withLayer } from '../../src/store/keys.js'
-import { ROOT, tempVolume } from '../helpers/volume.js'
+import { blockBase, metaKey, withLayer, P_XATTR } from '../../src/store/keys.js'
+import { decodeInode, encodeInode } from '../../src/store/inode.js'
+import { ROOT, putFile, tempVolume } from '../helpers/volume.js'
 
 t.test('writes past --size get ENOSPC and change nothing', async t => {
   const v = await tempVolume({ sizeLimit: 1 << 20 })
@@ -100,4 +101,39 @@ t.test('a lookup or inode read in flight across a commit does not cache what it 
   t.ok(await v.state.lookup(1, 'x') !== undefined, 'a later lookup finds x (no stale "no such name" was cached)')
   t.equal((await v.state.inode(ino))?.size, 6, 'a later read sees size 6 (no stale inode was cached)')
   t.equal((await v.vol.getattr('/f')).size, 6)
+})
+
+t.test('an inode says whether it may have xattrs: freeing one scans for them only then, and still frees them all', async t => {
+  const v = await tempVolume()
+  t.teardown(() => v.close())
+  await putFile(v.vol, '/plain', 'x')
+  await putFile(v.vol, '/tagged', 'y')
+  await v.vol.setxattr('/tagged', 'user.a', Buffer.from('1'), 0)
+  await v.vol.setxattr('/tagged', 'user.b', Buffer.from('2'), 0)
+  await v.vol.removexattr('/tagged', 'user.b')
+  const store = v.state.store
+  const real = store.iteratePrefix.bind(store)
+  let scans = 0
+  store.iteratePrefix = (prefix, opts) => { if (prefix[0] === P_XATTR) scans++; return real(prefix, opts) }
+  await v.vol.unlink('/plain')
+  t.equal(scans, 0, 'a file that never had an xattr is freed without a scan')
+  await v.vol.unlink('/tagged')
+  t.ok(scans > 0, 'a file that had some is scanned')
+  await v.log.settle()
+  let left = 0
+  for await (const _ of real(Buffer.from([P_XATTR]))) left++
+  t.equal(left, 0, 'and no xattr is left behind')
+  const r = await fsck(v.state)
+  t.ok(r.ok, `fsck: ${r.problems.join('; ') || 'clean'}`)
+})
+
+t.test('inodes stored before the xattr flag existed (version 1) read the same, as possibly having xattrs', async t => {
+  const n = { ino: 7, mode: 0o100644, uid: 1, gid: 2, nlink: 1, size: 5, bytes: 5, rdev: 0, atime: 1n, mtime: 2n, ctime: 3n, btime: 4n, parent: 0, target: Buffer.from('tgt'), xattrs: false }
+  const v2 = encodeInode(n)
+  t.equal(v2[0], 2, 'written as version 2')
+  t.same(decodeInode(7, v2), n, 'version 2 round-trips')
+  const v1 = Buffer.concat([v2.subarray(0, 77), v2.subarray(78)])
+  v1[0] = 1
+  t.same(decodeInode(7, v1), { ...n, xattrs: true }, 'version 1 reads with every field, and xattrs assumed')
+  t.throws(() => decodeInode(7, Buffer.concat([Buffer.from([3]), v2.subarray(1)])), /bad encoding/, 'an unknown version is refused')
 })
