@@ -5,7 +5,8 @@
 //  2. lag under a steady paced load at half the async write rate (async mode): the primary's
 //     ackLatencyMs and an end-to-end figure of our own (marker files seen on the secondary mount);
 //  3. wire bytes (primary bytesOut, secondary bytesIn) per byte the application wrote.
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
+import { availableParallelism } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import fsp from 'node:fs/promises'
@@ -56,7 +57,16 @@ export interface LagResult {
   catchUpSeconds: number
 }
 
-export interface ReplicationResults { async: SeqReplResult, sync: SeqReplResult, lag: LagResult }
+/**
+ * The same sequential writes with each "host" on a core of its own (taskset): the benchmark
+ * process (the application) and the primary on CPU 0, the secondary on CPU 1, and the
+ * unreplicated baseline again on CPU 0 alone. On this 2-core machine the main figures make the
+ * two replfs processes share both cores with each other and the application, which no pair of
+ * hosts does; these show what replication costs a host that has its own CPU.
+ */
+export interface OneCorePerHost { unreplicated: number, async: { write: number, ratio: number }, sync: { write: number, ratio: number } }
+
+export interface ReplicationResults { async: SeqReplResult, sync: SeqReplResult, lag: LagResult, oneCorePerHost?: OneCorePerHost }
 
 const STOP_TIMEOUT_MS = Number(process.env.BENCH_STOP_TIMEOUT_MS ?? '120000')
 export const sleep = async (ms: number): Promise<void> => await new Promise(r => setTimeout(r, ms))
@@ -141,6 +151,55 @@ export async function runVerify (mnt: string): Promise<{ ok: boolean, seconds: n
       resolve({ ok: exit === 0 && parsed.identical === true, seconds, seq: parsed.seq, detail: exit === 0 ? `exit 0, identical at seq ${String(parsed.seq)}` : `exit ${String(exit)}: ${stdout.trim()} ${stderr.trim()}`.slice(0, 2000) })
     })
   })
+}
+
+/** Pins every thread of `pid` to the CPUs in `mask` (threads started later inherit it). */
+function pin (pid: number, mask: number): void {
+  execFileSync('taskset', ['-a', '-p', mask.toString(16), String(pid)], { stdio: 'ignore' })
+}
+const ALL_CPUS = 0xffff
+
+async function pinnedWrite (dir: string, bytes: number): Promise<number> {
+  const write = await seqWrite(join(dir, 'big.bin'), bytes)
+  await fsp.unlink(join(dir, 'big.bin'))
+  return write
+}
+
+async function oneCorePerHost (work: string, secret: string, bytes: number): Promise<OneCorePerHost> {
+  const dir = join(work, 'pinned-unrepl')
+  await fsp.mkdir(join(dir, 'mnt'), { recursive: true })
+  pin(process.pid, 1)
+  try {
+    const m = await startMount('replfs', join(dir, 'mnt'), join(dir, 'store'), [], 'pinned unreplicated')
+    let unreplicated: number
+    try {
+      pin(m.child.pid!, 1)
+      dropCaches()
+      unreplicated = await pinnedWrite(join(dir, 'mnt'), bytes)
+    } finally { await stopMount(m, STOP_TIMEOUT_MS) }
+    console.error(`[one core per host] unreplicated, mount and writer on CPU 0: ${unreplicated.toFixed(1)} MiB/s`)
+    const out: Partial<OneCorePerHost> = { unreplicated }
+    for (const mode of ['async', 'sync'] as const) {
+      const name = `pinned-${mode}`
+      const p = await startPair(work, name, mode, secret)
+      try {
+        pin(p.a.child.pid!, 1)
+        pin(p.b.child.pid!, 2)
+        dropCaches()
+        const write = await pinnedWrite(p.mntA, bytes)
+        await waitCaughtUp(p.mntA, now())
+        out[mode] = { write, ratio: write / unreplicated }
+        console.error(`[one core per host] ${mode}: primary and writer on CPU 0, secondary on CPU 1: ${write.toFixed(1)} MiB/s (${(write / unreplicated).toFixed(2)}x)`)
+      } finally {
+        await stopPair(p)
+        await fsp.rm(join(work, name), { recursive: true, force: true })
+      }
+    }
+    return out as OneCorePerHost
+  } finally {
+    pin(process.pid, ALL_CPUS)
+    await fsp.rm(dir, { recursive: true, force: true })
+  }
 }
 
 async function seqConfig (work: string, secret: string, bytes: number, mode: 'async' | 'sync', baseline: number): Promise<SeqReplResult> {
@@ -311,6 +370,9 @@ export async function replicationBench (work: string, bytes: number, baselineWri
   await fsp.writeFile(secret, randomBytes(32).toString('base64') + '\n', { mode: 0o600 })
   const async = await seqConfig(work, secret, bytes, 'async', baselineWrite)
   const sync = await seqConfig(work, secret, bytes, 'sync', baselineWrite)
-  const lag = await lagTest(work, secret, async.write / 2, lagSeconds)
-  return { async, sync, lag }
+  // BENCH_LAG_MIBPS fixes the pace (to compare runs); by default it is half the async rate just measured.
+  const lag = await lagTest(work, secret, Number(process.env.BENCH_LAG_MIBPS ?? async.write / 2), lagSeconds)
+  // BENCH_PINNED=0 leaves this out (it needs taskset and two CPUs).
+  const pinned = process.env.BENCH_PINNED !== '0' && availableParallelism() >= 2 ? await oneCorePerHost(work, secret, bytes) : undefined
+  return { async, sync, lag, ...(pinned === undefined ? {} : { oneCorePerHost: pinned }) }
 }

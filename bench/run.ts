@@ -1,6 +1,6 @@
 // replfs benchmark: replfs mount vs plain directory vs fuse-native passthrough vs raw LevelDB.
 // Env: BENCH_DIR (default /tmp), BENCH_BYTES (default 1G; suffix K/M/G), BENCH_FILES (default 10000),
-// BENCH_LAG_SECONDS (default 15: the replication lag test), BENCH_SECTIONS (default all; comma list of
+// BENCH_LAG_SECONDS (default 15: the replication lag test), BENCH_PINNED (default 1; 0 skips the one-core-per-host replication runs), BENCH_SECTIONS (default all; comma list of
 // plain,passthrough,replfs,replication,leveldb,snapshots — replication needs replfs, for quick partial runs;
 // snapshots stands alone: see bench/snapshots.ts for its own BENCH_SNAPSHOT_* sizes).
 import fsp from 'node:fs/promises'
@@ -156,6 +156,11 @@ async function report (r: Partial<Results>): Promise<void> {
     console.log(`  primary ackLatencyMs (commit -> secondary ack): p50 ${ms(l.ackLatencyMs.p50)} ms, p99 ${ms(l.ackLatencyMs.p99)} ms (${l.ackLatencyMs.samples} samples; worst p99 seen during the run ${ms(l.ackLatencyMs.maxP99Seen)} ms) target p99 < 100: ${ok((l.ackLatencyMs.maxP99Seen ?? Infinity) < 100)}`)
     console.log(`  end to end (marker file written on the primary every 50 ms until visible on the secondary mount): p50 ${ms(l.endToEndMs.p50)} ms, p99 ${ms(l.endToEndMs.p99)} ms, max ${ms(l.endToEndMs.max)} ms (${l.endToEndMs.samples} markers, ${l.endToEndMs.missing} not seen) target p99 < 100: ${ok(l.endToEndMs.p99 < 100)}`)
     console.log(`  marker write on the primary: p50 ${ms(l.markerLocalMs.p50)} ms, p99 ${ms(l.markerLocalMs.p99)} ms; status samples: max lagRecords ${l.maxLagRecords}, max lagBytes ${(l.maxLagBytes / MiB).toFixed(1)} MiB, max lagSeconds ${l.maxLagSeconds}; caught up ${l.catchUpSeconds.toFixed(2)} s after the load`)
+    const oc = rep.oneCorePerHost
+    if (oc !== undefined) {
+      console.log(`one core per host (taskset: application + primary on CPU 0, secondary on CPU 1; unreplicated mount + application on CPU 0): unreplicated ${f(oc.unreplicated)} MB/s;` +
+        ` async ${f(oc.async.write)} MB/s = ${oc.async.ratio.toFixed(2)}x (target >=0.80 ${ok(oc.async.ratio >= 0.8)}); sync ${f(oc.sync.write)} MB/s = ${oc.sync.ratio.toFixed(2)}x (target >=0.50 ${ok(oc.sync.ratio >= 0.5)})`)
+    }
   }
   const sn = r.snapshots
   if (sn !== undefined) {
