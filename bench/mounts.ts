@@ -1,8 +1,10 @@
 // Child processes and mounts for the benchmark, always cleaned up (also on failure and on signals).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import fsp from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { dropCaches, seqWrite } from './fsbench.js'
 
 const here = dirname(fileURLToPath(import.meta.url)) // dist/bench
 export const root = resolve(here, '..', '..')
@@ -52,6 +54,25 @@ export async function startMount (kind: 'replfs' | 'passthrough', mnt: string, s
     await new Promise(r => setTimeout(r, 50))
   }
   return { child, mnt, stderr: () => err }
+}
+
+/**
+ * The sequential write on a replfs mount of a fresh store under `dir` (both removed after):
+ * MiB/s. `onMounted` runs before the write (to pin the mount process, say).
+ */
+export async function writeOnFreshMount (dir: string, bytes: number, label: string, onMounted: (m: Mounted) => void = () => {}): Promise<number> {
+  const mnt = join(dir, 'mnt')
+  await fsp.mkdir(mnt, { recursive: true })
+  try {
+    const m = await startMount('replfs', mnt, join(dir, 'store'), [], label)
+    try {
+      onMounted(m)
+      dropCaches()
+      return await seqWrite(join(mnt, 'big.bin'), bytes)
+    } finally { await stopMount(m) }
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true })
+  }
 }
 
 export async function stopMount (m: Mounted, timeoutMs = 120000): Promise<void> {

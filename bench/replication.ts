@@ -14,7 +14,7 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { callControl } from '../src/daemon/control.js'
 import { dropCaches, MiB, now, seqWrite } from './fsbench.js'
-import { root, startMount, stopMount, vmHWM, type Mounted } from './mounts.js'
+import { root, startMount, stopMount, vmHWM, writeOnFreshMount, type Mounted } from './mounts.js'
 
 export interface SeqReplResult {
   mode: 'async' | 'sync'
@@ -159,24 +159,10 @@ function pin (pid: number, mask: number): void {
 }
 const ALL_CPUS = 0xffff
 
-async function pinnedWrite (dir: string, bytes: number): Promise<number> {
-  const write = await seqWrite(join(dir, 'big.bin'), bytes)
-  await fsp.unlink(join(dir, 'big.bin'))
-  return write
-}
-
 async function oneCorePerHost (work: string, secret: string, bytes: number): Promise<OneCorePerHost> {
-  const dir = join(work, 'pinned-unrepl')
-  await fsp.mkdir(join(dir, 'mnt'), { recursive: true })
   pin(process.pid, 1)
   try {
-    const m = await startMount('replfs', join(dir, 'mnt'), join(dir, 'store'), [], 'pinned unreplicated')
-    let unreplicated: number
-    try {
-      pin(m.child.pid!, 1)
-      dropCaches()
-      unreplicated = await pinnedWrite(join(dir, 'mnt'), bytes)
-    } finally { await stopMount(m, STOP_TIMEOUT_MS) }
+    const unreplicated = await writeOnFreshMount(join(work, 'pinned-unrepl'), bytes, 'pinned unreplicated', m => pin(m.child.pid!, 1))
     console.error(`[one core per host] unreplicated, mount and writer on CPU 0: ${unreplicated.toFixed(1)} MiB/s`)
     const out: Partial<OneCorePerHost> = { unreplicated }
     for (const mode of ['async', 'sync'] as const) {
@@ -186,7 +172,7 @@ async function oneCorePerHost (work: string, secret: string, bytes: number): Pro
         pin(p.a.child.pid!, 1)
         pin(p.b.child.pid!, 2)
         dropCaches()
-        const write = await pinnedWrite(p.mntA, bytes)
+        const write = await seqWrite(join(p.mntA, 'big.bin'), bytes)
         await waitCaughtUp(p.mntA, now())
         out[mode] = { write, ratio: write / unreplicated }
         console.error(`[one core per host] ${mode}: primary and writer on CPU 0, secondary on CPU 1: ${write.toFixed(1)} MiB/s (${(write / unreplicated).toFixed(2)}x)`)
@@ -198,7 +184,6 @@ async function oneCorePerHost (work: string, secret: string, bytes: number): Pro
     return out as OneCorePerHost
   } finally {
     pin(process.pid, ALL_CPUS)
-    await fsp.rm(dir, { recursive: true, force: true })
   }
 }
 

@@ -6,8 +6,8 @@
 import fsp from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { dropCaches, leveldb, leveldbWrite, MiB, parseSize, seqRead, seqWrite, smallFiles, type SmallResult } from './fsbench.js'
-import { cleanupAll, root, startMount, stopMount, rssSampler, vmHWM } from './mounts.js'
-import { replicationBench, type ReplicationResults } from './replication.js'
+import { cleanupAll, root, startMount, stopMount, rssSampler, vmHWM, writeOnFreshMount } from './mounts.js'
+import { pct, replicationBench, type ReplicationResults } from './replication.js'
 import { snapshotBench, type SnapshotResults } from './snapshots.js'
 
 const BYTES = parseSize(process.env.BENCH_BYTES ?? '1G')
@@ -43,21 +43,11 @@ async function writePairs (work: string, n: number): Promise<WritePairs> {
     dropCaches()
     const lw = await leveldbWrite(ldir, BYTES)
     await fsp.rm(ldir, { recursive: true, force: true })
-    const store = join(work, `pair-store-${i}`)
-    const mnt = join(work, `pair-mnt-${i}`)
-    await fsp.mkdir(mnt)
-    const m = await startMount('replfs', mnt, store)
-    let rw: number
-    try {
-      dropCaches()
-      rw = await seqWrite(join(mnt, 'big.bin'), BYTES)
-    } finally { await stopMount(m) }
-    await fsp.rm(store, { recursive: true, force: true })
+    const rw = await writeOnFreshMount(join(work, `pair-replfs-${i}`), BYTES, 'write pair')
     pairs.push({ leveldb: lw, replfs: rw, ratio: rw / lw })
     console.error(`[write pairs] ${i + 1}/${n}: raw LevelDB ${lw.toFixed(1)} MiB/s, replfs ${rw.toFixed(1)} MiB/s, ${(rw / lw).toFixed(2)}x`)
   }
-  const sorted = pairs.map(p => p.ratio).sort((a, b) => a - b)
-  return { pairs, medianRatio: sorted[Math.floor(sorted.length / 2)] }
+  return { pairs, medianRatio: pct(pairs.map(p => p.ratio), 0.5) }
 }
 
 async function fsTarget (name: string, dir: string, remount?: () => Promise<void>, afterWrite?: () => void, afterRead?: () => void): Promise<FsResult> {

@@ -43,6 +43,7 @@ export interface Inode {
 /** Version 2 added a flags byte after the parent (bit 0: `xattrs`); version 1 is still read. */
 const VERSION = 2
 const HEADER = 78
+/** Version 1's header; version 2's flags byte sits right after it. */
 const HEADER_V1 = 77
 const FLAG_XATTRS = 1
 
@@ -61,7 +62,7 @@ export function encodeInode (n: Inode): Buffer {
   b.writeBigInt64BE(n.ctime, 53)
   b.writeBigInt64BE(n.btime, 61)
   b.writeBigUInt64BE(BigInt(n.parent), 69)
-  b[77] = n.xattrs ? FLAG_XATTRS : 0
+  b[HEADER_V1] = n.xattrs ? FLAG_XATTRS : 0
   n.target.copy(b, HEADER)
   return b
 }
@@ -84,7 +85,7 @@ export function decodeInode (ino: number, b: Buffer): Inode {
     btime: b.readBigInt64BE(61),
     parent: Number(b.readBigUInt64BE(69)),
     target: Buffer.from(b.subarray(v1 ? HEADER_V1 : HEADER)),
-    xattrs: v1 || (b[77] & FLAG_XATTRS) !== 0
+    xattrs: v1 || (b[HEADER_V1] & FLAG_XATTRS) !== 0
   }
 }
 
