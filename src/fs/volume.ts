@@ -54,7 +54,8 @@ const PATH_MAX = 4096
 const XATTR_SIZE_MAX = 65_536
 const XATTR_CREATE = 1
 const XATTR_REPLACE = 2
-const STAT_BLKSIZE = 65_536
+/** Preferred I/O size (st_blksize): the largest FUSE request, so cp and stdio fill one per write. */
+const STAT_BLKSIZE = 1 << 20
 const FRSIZE = 4096
 
 /** `errSeen`: the write-back error count when this handle last reported one (or was opened). */
