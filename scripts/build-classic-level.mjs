@@ -3,7 +3,10 @@
 // LevelDB computes its CRC32C checksums (every log record, every table block it writes) with
 // SSE4.2 instead of the portable byte-table loop of the stock prebuild: that loop was ~21% of the
 // mount process's CPU while writing. The patch compiles only that function for SSE4.2 and LevelDB
-// checks the CPU at run time, so the binary still runs (portably) without SSE4.2.
+// checks the CPU at run time, so the binary still runs (portably) without SSE4.2. The same patch
+// makes batch_do size each WriteBatch once, read Buffers in place and reuse its batches (building
+// a fresh multi-MiB batch faulted in every page), and turns off LevelDB's mmap of table files
+// (every page a read or compaction touched counted in the process's RSS).
 //
 // Runs from "postinstall" after `patch-package`. Idempotent: skips the build when
 // build/Release/classic_level.node is newer than the patched source and loads; --force (or
@@ -15,8 +18,10 @@ import { probe, rebuild, rel, resolvedBinding, sameFile, target, upToDate } from
 const TAG = '[build-classic-level]'
 const { pkgDir, binary, fail, force } = target('classic-level', 'classic_level.node', TAG, 'CLASSIC_LEVEL_FORCE_REBUILD')
 const patched = 'deps/leveldb/leveldb-1.20/port/port_posix_sse.cc'
+const alsoPatched = ['deps/leveldb/leveldb-1.20/util/env_posix.cc', 'deps/leveldb/leveldb-1.20/include/leveldb/write_batch.h']
 
-if (!fs.readFileSync(path.join(pkgDir, patched), 'utf8').includes('REPLFS_SSE42_TARGET')) {
+if (!fs.readFileSync(path.join(pkgDir, patched), 'utf8').includes('REPLFS_SSE42_TARGET') ||
+    !fs.readFileSync(path.join(pkgDir, 'binding.cc'), 'utf8').includes('GiveBackBatch')) {
   fail(`${rel(path.join(pkgDir, patched))} is not patched: is patches/classic-level+3.0.0.patch applied?`)
 }
 
@@ -47,7 +52,7 @@ function verify () {
   }
 }
 
-if (!force && upToDate(pkgDir, binary, [patched, 'binding.cc', 'binding.gyp']) && verify().ok) {
+if (!force && upToDate(pkgDir, binary, [patched, ...alsoPatched, 'binding.cc', 'binding.gyp']) && verify().ok) {
   console.log(`${TAG} OK: ${rel(binary)} is up to date and verified (use --force to rebuild)`)
   process.exit(0)
 }
