@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { ReplfsError, fsError } from '../errors.js'
 import type { RecordLog } from '../log/record-log.js'
+import { payloadWithHeadroom } from '../log/codec.js'
 import type { LogRecord } from '../log/records.js'
 import { NAME_MAX, ROOT_INO } from '../store/keys.js'
 import {
@@ -447,8 +448,10 @@ export class Volume {
     if (h === undefined) throw fsError('EBADF')
     if ((h.flags & 3) === 0) throw fsError('EBADF', 'handle is read-only')
     if (offset + len > MAX_FILE_SIZE) throw fsError('EFBIG')
-    // The kernel's buffer is only valid until we reply: the record keeps its own copy.
-    const data = Buffer.from(buf.subarray(0, len))
+    // The kernel's buffer is only valid until we reply: the record keeps its own copy, with
+    // room in front for the record's header (see payloadWithHeadroom).
+    const data = payloadWithHeadroom(len)
+    buf.copy(data, 0, 0, len)
     await this.submit(async () => {
       const n = await this.state.inode(h.ino)
       if (n === undefined) throw fsError('EBADF')

@@ -18,6 +18,24 @@ const TYPES_BY_CODE = new Map<number, RecordType>(
 const BIGINT_FIELDS = new Set(['time', 'atime', 'mtime'])
 const PAYLOAD_FIELD: Partial<Record<RecordType, string>> = { write: 'data', setxattr: 'value' }
 
+/**
+ * Bytes kept free in front of a payload made by `payloadWithHeadroom`, so `encodeRecordParts` can
+ * write the record's header there and hand out the whole record as one Buffer without copying
+ * the payload behind it (1 MiB per write record). A header is ~100 bytes of JSON.
+ */
+const HEADROOM = 256
+const withHeadroom = new WeakSet<Buffer>()
+
+/**
+ * A Buffer of `length` bytes for a record's payload, with room in front for the record's header.
+ * The room belongs to this payload alone, so nobody else may hold a view of the bytes before it.
+ */
+export function payloadWithHeadroom (length: number): Buffer {
+  const payload = Buffer.allocUnsafeSlow(HEADROOM + length).subarray(HEADROOM)
+  withHeadroom.add(payload)
+  return payload
+}
+
 export interface EncodeOptions {
   /** Leave the binary payload out (journal entries nobody will read back need only the header). */
   omitPayload?: boolean
@@ -28,7 +46,10 @@ export function encodeRecord (rec: LogRecord, opts: EncodeOptions = {}): Buffer 
   return parts.length === 1 ? parts[0] : Buffer.concat(parts)
 }
 
-/** The encoding as [header, payload?], so callers that only hash or write it need not copy the payload. */
+/**
+ * The encoding as [header, payload?], so callers that only hash or write it need not copy the
+ * payload; or as one Buffer when the payload has room for the header in front of it.
+ */
 export function encodeRecordParts (rec: LogRecord, opts: EncodeOptions = {}): Buffer[] {
   const payloadField = PAYLOAD_FIELD[rec.type]
   const fields: Record<string, unknown> = {}
@@ -46,6 +67,13 @@ export function encodeRecordParts (rec: LogRecord, opts: EncodeOptions = {}): Bu
   head[0] = RECORD_VERSION
   head[1] = TYPE_CODES[rec.type]
   head.writeUInt32BE(json.length, 2)
+  const headerLength = head.length + json.length
+  if (payload !== undefined && !omit && withHeadroom.has(payload) && headerLength <= HEADROOM) {
+    const whole = Buffer.from(payload.buffer, payload.byteOffset - headerLength, headerLength + payload.length)
+    head.copy(whole, 0)
+    json.copy(whole, head.length)
+    return [whole]
+  }
   const header = Buffer.concat([head, json])
   if (payload === undefined || omit) return [header]
   return [header, payload]
@@ -77,7 +105,10 @@ export function decodeRecord (buf: Buffer): LogRecord {
     if (typeof len !== 'number') throw invalid(`${type} record without payloadLength`)
     if (f.payloadOmitted === true) throw invalid(`${type} record was journaled without its payload`)
     if (6 + jsonLen + len !== buf.length) throw invalid(`${type} payload is ${buf.length - 6 - jsonLen} bytes, header says ${len}`)
-    rec[payloadField] = Buffer.from(buf.subarray(6 + jsonLen))
+    // A view when the payload is most of its memory (a record received whole, e.g. a 1 MiB
+    // write); a copy when it is a sliver of a bigger buffer, which a view would keep alive.
+    const payload = buf.subarray(6 + jsonLen)
+    rec[payloadField] = payload.length >= payload.buffer.byteLength / 2 ? payload : Buffer.from(payload)
   } else if (6 + jsonLen !== buf.length) {
     throw invalid('trailing bytes after record')
   }

@@ -41,6 +41,7 @@ import { promisify } from 'node:util'
 import { crc32 } from 'node:zlib'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
+import { crc32Combine, crc32Suffix } from '../util/crc32.js'
 
 export interface JournalFileOptions {
   /** Directory for segments (created if missing), e.g. <store>/journal. */
@@ -56,7 +57,8 @@ export interface JournalFileOptions {
   logger?: Logger
 }
 
-export interface JournalEntry { seq: number, record: Buffer }
+/** `crc`: crc32 of `record` alone (the entry's own checksum also covers its seq). */
+export interface JournalEntry { seq: number, record: Buffer, crc: number }
 
 export interface JournalReader {
   /**
@@ -87,10 +89,19 @@ function segmentName (firstSeq: number): string {
   return firstSeq.toString(16).padStart(16, '0') + '.seg'
 }
 
-function entryCrc (seq: number, record: Uint8Array): number {
+function seqBytes (seq: number): Buffer {
   const s = Buffer.allocUnsafe(8)
   s.writeBigUInt64BE(BigInt(seq))
-  return crc32(record, crc32(s))
+  return s
+}
+
+function entryCrc (seq: number, record: Uint8Array): number {
+  return crc32(record, crc32(seqBytes(seq)))
+}
+
+/** The record's own crc from the entry's checksum (over seq‖record), without reading the record again. */
+function recordCrcOf (entry: number, seqCrc: number, length: number): number {
+  return crc32Suffix(entry, seqCrc, length)
 }
 
 function ioError (what: string, err: unknown): ReplfsError {
@@ -146,7 +157,7 @@ export class JournalFile {
    * The newest records, kept in memory up to RECENT_BYTES: a reader that keeps up with the
    * writer (the usual case) is served from here, without a read through the thread pool.
    */
-  private readonly recent = new Map<number, Buffer>()
+  private readonly recent = new Map<number, { record: Buffer, crc: number }>()
   private recentFirst = 0
   private recentBytes = 0
   private dirDirty = false
@@ -249,7 +260,8 @@ export class JournalFile {
    * Appends one entry (synchronously). seq must be lastSeq + 1. On a write error the journal is
    * left exactly as before and DISK_FULL (ENOSPC) or STORE_CORRUPT is thrown.
    */
-  append (seq: number, record: Buffer): void {
+  /** `crc`: crc32 of `record`, if the caller has it (else it is computed here). */
+  append (seq: number, record: Buffer, crc: number = crc32(record)): void {
     this.assertOpen()
     if (seq !== this.lastSeq + 1) {
       throw new ReplfsError('JOURNAL_SEQUENCE', `journal append of seq ${seq}, expected ${this.lastSeq + 1}`)
@@ -271,7 +283,7 @@ export class JournalFile {
     header.writeUInt32BE(record.length, 0)
     const seqBuf = header.subarray(8, 16)
     seqBuf.writeBigUInt64BE(BigInt(seq))
-    header.writeUInt32BE(crc32(record, crc32(seqBuf)), 4)
+    header.writeUInt32BE(crc32Combine(crc32(seqBuf), crc, record.length), 4)
     const len = HEADER + record.length
     const fd = seg.fd!
     try {
@@ -304,29 +316,29 @@ export class JournalFile {
     seg.push(seg.size)
     seg.size += len
     this.total += len
-    this.remember(seq, record)
+    this.remember(seq, record, crc)
     if (fresh) this.trim()
   }
 
-  private remember (seq: number, record: Buffer): void {
+  private remember (seq: number, record: Buffer, crc: number): void {
     if (this.recent.size === 0) this.recentFirst = seq
-    this.recent.set(seq, record)
+    this.recent.set(seq, { record, crc })
     this.recentBytes += record.length
     while (this.recentBytes > RECENT_BYTES && this.recent.size > 1) {
       const old = this.recent.get(this.recentFirst)
       this.recent.delete(this.recentFirst++)
-      this.recentBytes -= old?.length ?? 0
+      this.recentBytes -= old?.record.length ?? 0
     }
   }
 
-  /** A kept record, if it is still in memory. */
-  recentRecord (seq: number): Buffer | undefined {
+  /** A kept record and its crc, if it is still in memory. */
+  recentRecord (seq: number): { record: Buffer, crc: number } | undefined {
     return this.recent.get(seq)
   }
 
   private forgetAfter (seq: number): void {
     for (let s = Math.max(seq + 1, this.recentFirst); this.recent.has(s); s++) {
-      this.recentBytes -= this.recent.get(s)!.length
+      this.recentBytes -= this.recent.get(s)!.record.length
       this.recent.delete(s)
     }
     if (this.recent.size === 0) this.recentBytes = 0
@@ -429,6 +441,8 @@ export class JournalFile {
   /** crc32 of the record bytes of entry `seq`, or undefined if it is not available. */
   recordCrc (seq: number): number | undefined {
     if (this.closed || seq < this.firstSeq || seq > this.lastSeq) return undefined
+    const kept = this.recent.get(seq)
+    if (kept !== undefined) return kept.crc
     const seg = this.segments[this.segmentIndex(seq)]
     const i = seq - seg.firstSeq
     const start = seg.offs[i]
@@ -444,12 +458,13 @@ export class JournalFile {
       if (fd !== null) closeSync(fd)
     }
     const record = buf.subarray(HEADER)
-    if (buf.readUInt32BE(0) !== record.length || buf.readUInt32BE(4) !== entryCrc(seq, record) ||
+    const seqCrc = crc32(seqBytes(seq))
+    if (buf.readUInt32BE(0) !== record.length || buf.readUInt32BE(4) !== crc32(record, seqCrc) ||
         Number(buf.readBigUInt64BE(8)) !== seq) {
       this.logger?.warn({ seq, path: seg.path }, 'journal: entry fails its checksum')
       return undefined
     }
-    return crc32(record)
+    return recordCrcOf(buf.readUInt32BE(4), seqCrc, record.length)
   }
 
   /** Flushes what was appended, closes the files and every reader. */
@@ -616,10 +631,11 @@ class Reader implements JournalReader {
         const crc = buf.readUInt32BE(off + 4)
         const s = Number(buf.readBigUInt64BE(off + 8))
         const record = buf.subarray(off + HEADER, off + HEADER + len)
-        if (s !== seq || off + HEADER + len > buf.length || crc !== crc32(record, crc32(buf.subarray(off + 8, off + 16)))) {
+        const seqCrc = crc32(buf.subarray(off + 8, off + 16))
+        if (s !== seq || off + HEADER + len > buf.length || crc !== crc32(record, seqCrc)) {
           throw new ReplfsError('STORE_CORRUPT', `journal entry for seq ${seq} in ${seg.path} at offset ${start + off} fails its checksum`)
         }
-        out.push({ seq, record })
+        out.push({ seq, record, crc: recordCrcOf(crc, seqCrc, len) })
         off += HEADER + len
       }
       this.pos += n
@@ -631,10 +647,10 @@ class Reader implements JournalReader {
     const out: JournalEntry[] = []
     let bytes = 0
     while (this.pos <= last && (out.length === 0 || bytes < maxBytes)) {
-      const record = this.j.recentRecord(this.pos)
-      if (record === undefined) break
-      out.push({ seq: this.pos, record })
-      bytes += record.length
+      const kept = this.j.recentRecord(this.pos)
+      if (kept === undefined) break
+      out.push({ seq: this.pos, record: kept.record, crc: kept.crc })
+      bytes += kept.record.length
       this.pos++
     }
     return out

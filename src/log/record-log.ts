@@ -10,9 +10,23 @@ import type { LogRecord } from './records.js'
 
 export interface Committed { seq: number, durable: Promise<void> }
 
+/**
+ * A record's encoding and its crc32, when the caller has them already (a secondary receives
+ * both): they must be exactly what encodeRecord and crc32 give for the record.
+ */
+export interface EncodedRecord { bytes: Buffer, crc: number }
+
+/** One Buffer (a payload with headroom needs no copy) and one checksum pass. */
+function encodeWhole (rec: LogRecord): EncodedRecord {
+  const parts = encodeRecordParts(rec)
+  const bytes = parts.length === 1 ? parts[0] : Buffer.concat(parts)
+  return { bytes, crc: crc32(bytes) }
+}
+
 /** Where whole records (payload included) are kept for a peer: see journal-file.ts. */
 export interface RecordJournal {
-  append: (seq: number, record: Buffer) => void
+  /** `crc`: crc32 of `record`, known already. */
+  append: (seq: number, record: Buffer, crc: number) => void
   sync: () => Promise<void>
   truncateAfter: (seq: number) => void
 }
@@ -59,13 +73,13 @@ export class RecordLog {
    * Applies a record made elsewhere (a replica's stream, or a test replaying a journal).
    * `seq`: the number the record had where it was made; anything but the next one is refused.
    */
-  apply (rec: LogRecord, opts: { sync?: boolean, seq?: number } = {}): Promise<Committed> {
+  apply (rec: LogRecord, opts: { sync?: boolean, seq?: number, encoded?: EncodedRecord } = {}): Promise<Committed> {
     return this.locked(async () => {
       const next = this.state.counters.seq + 1
       if (opts.seq !== undefined && opts.seq !== next) {
         throw new ReplfsError('RECORD_INVALID', `record ${opts.seq} is out of sequence: the next one here is ${next}`)
       }
-      return this.applyLocked(rec, opts.sync ?? false, await this.prepare(rec))
+      return this.applyLocked(rec, opts.sync ?? false, await this.prepare(rec), opts.encoded)
     })
   }
 
@@ -134,12 +148,12 @@ export class RecordLog {
     return tx
   }
 
-  private applyLocked (rec: LogRecord, sync: boolean, tx: ReturnType<VolumeState['begin']>): Committed {
+  private applyLocked (rec: LogRecord, sync: boolean, tx: ReturnType<VolumeState['begin']>, encoded?: EncodedRecord): Committed {
     const seq = this.state.counters.seq + 1
-    const parts = encodeRecordParts(rec)
+    const { bytes, crc } = encoded ?? encodeWhole(rec)
     // The journal first: if it cannot take the record (disk full), nothing is applied.
-    this.journal?.append(seq, parts.length === 1 ? parts[0] : Buffer.concat(parts))
-    tx.setLastRecord(seq, parts.reduce((crc, p) => crc32(p, crc), 0))
+    this.journal?.append(seq, bytes, crc)
+    tx.setLastRecord(seq, crc)
     const local = this.state.commit(tx, encodeRecord(rec, { omitPayload: !this.state.journalPayloads }), { sync })
     local.then(() => {
       if (seq > this.committedSeq) {

@@ -1,5 +1,6 @@
 import { crc32 } from 'node:zlib'
 import { ReplfsError } from '../errors.js'
+import { crc32Combine, crc32Suffix } from '../util/crc32.js'
 
 /**
  * Wire framing between primary and secondary: `u32 BE bodyLength | u8 frameType | u32 BE bodyCrc |
@@ -30,6 +31,8 @@ export interface Frame {
   type: FrameTypeName
   /** May share memory with the chunks given to FrameDecoder.push; copy it to keep it past them. */
   body: Buffer
+  /** Set by FrameDecoder: the body crc the header carried and the body matched (over the type byte and the body). */
+  crc?: number
 }
 
 /** Largest body we send or accept: bounds what a peer can make us buffer. */
@@ -70,19 +73,33 @@ export function parseJsonBody<T> (frame: Frame): T {
   return value as T
 }
 
-/** RECORD body: u64 BE seq + the encoded record bytes (opaque here). The record is not copied. */
-export function encodeRecordFrame (seq: number, record: Buffer): Buffer[] {
+/**
+ * RECORD body: u64 BE seq + the encoded record bytes (opaque here). The record is not copied.
+ * `recordCrc` (crc32 of the record, if known) spares a pass over it: the frame's crc is derived.
+ */
+export function encodeRecordFrame (seq: number, record: Buffer, recordCrc?: number): Buffer[] {
   if (!Number.isSafeInteger(seq) || seq < 0) throw new ReplfsError('BAD_ARGUMENT', `record seq must be a safe non-negative integer, got ${seq}`)
   const seqBuf = Buffer.allocUnsafe(8)
   seqBuf.writeBigUInt64BE(BigInt(seq))
-  return encodeParts('RECORD', [seqBuf, record])
+  if (recordCrc === undefined) return encodeParts('RECORD', [seqBuf, record])
+  const length = 8 + record.length
+  if (length > MAX_FRAME_BODY) throw new ReplfsError('BAD_ARGUMENT', `RECORD frame body of ${length} bytes exceeds the maximum of ${MAX_FRAME_BODY}`)
+  const prefixCrc = crc32(seqBuf, TYPE_CRC.get(FrameType.RECORD))
+  return [frameHeader(length, FrameType.RECORD, crc32Combine(prefixCrc, recordCrc, record.length)), seqBuf, record]
 }
 
-export function decodeRecordFrame (body: Buffer): { seq: number, record: Buffer } {
+/**
+ * `frameCrc`: the frame's verified crc (Frame.crc); with it the result carries the record's own
+ * crc32, derived without another pass over the record.
+ */
+export function decodeRecordFrame (body: Buffer, frameCrc?: number): { seq: number, record: Buffer, crc?: number } {
   if (body.length < 8) throw invalid(`RECORD frame body is ${body.length} bytes, shorter than its 8-byte seq`)
   const seq = body.readBigUInt64BE(0)
   if (seq > BigInt(Number.MAX_SAFE_INTEGER)) throw invalid(`RECORD seq ${seq} is beyond 2^53`)
-  return { seq: Number(seq), record: body.subarray(8) }
+  const record = body.subarray(8)
+  if (frameCrc === undefined) return { seq: Number(seq), record }
+  const prefixCrc = crc32(body.subarray(0, 8), TYPE_CRC.get(FrameType.RECORD))
+  return { seq: Number(seq), record, crc: crc32Suffix(frameCrc, prefixCrc, record.length) }
 }
 
 /** COPY_CHUNK body: repeated (u32 BE keyLen, key, u32 BE valueLen, value). */
@@ -168,7 +185,7 @@ export class FrameDecoder {
           throw invalid(`crc mismatch on a ${NAMES_BY_CODE.get(code) ?? code} frame of ${length} bytes (header says ${hex(crc)}, body gives ${hex(actual)})`)
         }
         this.pending = null
-        frames.push({ type: NAMES_BY_CODE.get(code) as FrameTypeName, body })
+        frames.push({ type: NAMES_BY_CODE.get(code) as FrameTypeName, body, crc })
       }
     } catch (err) {
       this.failure = err instanceof ReplfsError ? err : invalid('frame decoder failed', err)

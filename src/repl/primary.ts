@@ -158,7 +158,7 @@ export class ReplicationPrimary {
         }
         for (const e of entries) {
           this.sendVerifies(ch, e.seq - 1)
-          if (!ch.send('RECORD', encodeRecordFrame(e.seq, e.record))) await ch.drained()
+          if (!ch.send('RECORD', encodeRecordFrame(e.seq, e.record, e.crc))) await ch.drained()
           this.sentSeq = e.seq
         }
         next = entries[entries.length - 1].seq + 1

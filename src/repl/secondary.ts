@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream'
+import { crc32 } from 'node:zlib'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
 import type { JournalFile } from '../log/journal-file.js'
@@ -148,7 +149,7 @@ export class ReplicationSecondary {
   private async applyRecordFrame (ch: FrameChannel, f: Frame): Promise<void> {
     const { log } = this.opts
     if (this.phase !== 'streaming') refuse(ch, 'BAD_FRAME', 'RECORD before the copy ended')
-    const { seq, record } = decodeRecordFrame(f.body)
+    const { seq, record, crc } = decodeRecordFrame(f.body, f.crc)
     const next = log.state.counters.seq + 1
     if (seq !== next) refuse(ch, 'BAD_FRAME', `record ${seq} is out of sequence: expected ${next}`)
     let rec: LogRecord
@@ -161,14 +162,14 @@ export class ReplicationSecondary {
     if (isCommand(rec)) {
       // Commands stand alone: all before them committed, and nothing after starts until they are.
       await log.settle()
-      const c = await log.apply(rec, { seq, sync: true })
+      const c = await log.apply(rec, { seq, sync: true, encoded: { bytes: record, crc: crc ?? crc32(record) } })
       await c.durable
       this.ack(ch, seq)
       return
     }
     let c: Committed
     try {
-      c = await log.apply(rec, { seq, sync: this.sync })
+      c = await log.apply(rec, { seq, sync: this.sync, encoded: { bytes: record, crc: crc ?? crc32(record) } })
     } catch (err) {
       refuse(ch, 'APPLY_FAILED', `record ${seq} (${rec.type}) cannot be applied here: ${(err as Error).message}`)
     }

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { decodeRecord, encodeRecord } from '../../src/log/codec.js'
+import { decodeRecord, encodeRecord, encodeRecordParts, payloadWithHeadroom } from '../../src/log/codec.js'
 import type { LogRecord } from '../../src/log/records.js'
 
 t.test('records round-trip through the binary codec, payload raw', async t => {
@@ -27,4 +27,25 @@ t.test('malformed records are refused with RECORD_INVALID, never half-decoded', 
     t.throws(() => decodeRecord(buf), { code: 'RECORD_INVALID' }, name)
   }
   t.throws(() => decodeRecord(encodeRecord({ type: 'write', ino: 3, offset: 0, data: Buffer.from('abc'), time: 1n }, { omitPayload: true })), { code: 'RECORD_INVALID' }, 'a journal entry without its payload cannot pass for a write')
+})
+
+t.test('a payload with headroom encodes as one Buffer over its own memory, byte-identical to the plain encoding; a received record decodes to a view of a large payload, a copy of a small one', async t => {
+  const data = payloadWithHeadroom(1 << 20)
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff
+  const rec: LogRecord = { type: 'write', ino: 5, offset: 4096, data, time: 99n }
+  const parts = encodeRecordParts(rec)
+  t.equal(parts.length, 1, 'one Buffer')
+  t.equal(parts[0].buffer, data.buffer, 'over the payload\'s own memory: the payload was not copied')
+  t.ok(parts[0].equals(encodeRecord({ ...rec, data: Buffer.from(data) })), 'the same bytes as a plain payload gives')
+  t.same(decodeRecord(parts[0]), { ...rec, data: Buffer.from(data) }, 'and it decodes to the record')
+
+  const received = Buffer.from(parts[0])
+  const big = decodeRecord(received) as LogRecord & { data: Buffer }
+  t.equal(big.data.length, 1 << 20)
+  t.equal(big.data.buffer, received.buffer, 'a large payload is a view of the received record: no second copy')
+  const small = encodeRecord({ ...rec, data: Buffer.from('tiny') })
+  const inBigChunk = Buffer.concat([small, Buffer.alloc(60_000)]).subarray(0, small.length)
+  const tiny = decodeRecord(inBigChunk) as LogRecord & { data: Buffer }
+  t.not(tiny.data.buffer, inBigChunk.buffer, 'a small payload is copied out of a big buffer, which a view would keep alive')
+  t.equal(tiny.data.toString(), 'tiny')
 })

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { randomBytes } from 'node:crypto'
 import fc from 'fast-check'
 import { crc32 } from 'node:zlib'
 import {
@@ -59,6 +60,13 @@ t.test('JSON, RECORD and COPY_CHUNK bodies round-trip', async t => {
     t.same(decodeRecordFrame(f.body), { seq, record }, `seq ${seq}`)
   }
   t.same(decodeRecordFrame(Buffer.alloc(8)), { seq: 0, record: Buffer.alloc(0) }, 'an empty record is a valid body')
+  for (const record of [Buffer.alloc(0), Buffer.from('small'), randomBytes(1 << 20)]) {
+    const plainWire = Buffer.concat(encodeRecordFrame(77, record))
+    const derived = Buffer.concat(encodeRecordFrame(77, record, crc32(record)))
+    t.ok(derived.equals(plainWire), `${record.length} bytes: a frame from the record's known crc is the same bytes`)
+    const [f] = decodeAll(derived)
+    t.equal(decodeRecordFrame(f.body, f.crc).crc, crc32(record), `${record.length} bytes: the record's crc comes back from the frame's`)
+  }
   const entries: Array<[Buffer, Buffer]> = [[Buffer.from('k1'), Buffer.from('value one')], [Buffer.alloc(0), Buffer.alloc(0)], [Buffer.alloc(300, 1), Buffer.alloc(70_000, 2)]]
   t.same(decodeCopyChunk(encodeCopyChunk(entries)), entries)
   t.same(decodeCopyChunk(encodeCopyChunk([])), [])

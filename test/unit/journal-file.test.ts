@@ -280,6 +280,23 @@ t.test('recordCrc is zlib crc32 of the record bytes', async t => {
   await j.close()
 })
 
+t.test('entries carry crc32 of their record, from memory and from the files alike, with the caller\'s crc or without', async t => {
+  const dir = tempDir(t)
+  const j = await JournalFile.open({ dir, segmentBytes: 4096 }, 0)
+  for (let s = 1; s <= 60; s++) {
+    if (s % 2 === 0) j.append(s, rec(s), crc32(rec(s)))
+    else j.append(s, rec(s))
+  }
+  const fromMemory = await readAll(j.reader(1), 60)
+  t.ok(fromMemory.length === 60 && fromMemory.every(e => e.crc === crc32(e.record)), 'served from memory')
+  await j.close()
+  const again = await JournalFile.open({ dir, segmentBytes: 4096 }, 60)
+  const fromFiles = await readAll(again.reader(1), 60)
+  t.ok(fromFiles.length === 60 && fromFiles.every((e, i) => e.record.equals(rec(i + 1)) && e.crc === crc32(e.record)), 'read back from the segment files')
+  for (const s of [1, 30, 60]) t.equal(again.recordCrc(s), crc32(rec(s)), `recordCrc(${s}) from the files`)
+  await again.close()
+})
+
 t.test('an append that hits ENOSPC throws DISK_FULL and leaves the journal exactly as before', async t => {
   const mnt = mkdtempSync(join(tmpdir(), 'replfs-test-tmpfs-'))
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt])
