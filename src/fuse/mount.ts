@@ -20,6 +20,31 @@ export const Fuse: FuseCtor = require('fuse-native')
 /** Largest FUSE request in pages: 256 (1 MiB) is the most Linux allows by default. */
 export const MAX_REQUEST_PAGES = 256
 
+/**
+ * glibc keeps freed blocks under 4 MiB in its heap and gives heap back to the OS only past 32 MiB
+ * free, instead of an mmap and munmap per 1 MiB request buffer (its defaults adapt only up to the
+ * largest block freed so far, then trim at twice that): every first touch of a fresh page faults.
+ * Writing 1 GiB: 188-216 -> 226-236 MB/s in three A/B pairs, peak RSS 170-177 -> 182-188 MiB.
+ * An operator's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ take precedence.
+ */
+export const MALLOC_MMAP_THRESHOLD = 4 << 20
+export const MALLOC_TRIM_THRESHOLD = 32 << 20
+
+let mallocTuned: boolean | null = null
+
+/** Applies the thresholds above once per process; true if they are in effect. */
+export function tuneMalloc (log: Logger): boolean {
+  if (mallocTuned !== null) return mallocTuned
+  if (process.env.MALLOC_MMAP_THRESHOLD_ !== undefined || process.env.MALLOC_TRIM_THRESHOLD_ !== undefined) {
+    log.info('malloc thresholds from the environment (MALLOC_*_THRESHOLD_) left as given')
+    mallocTuned = false
+  } else {
+    mallocTuned = Fuse.tuneMalloc(MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD) === true
+    if (!mallocTuned) log.warn('could not set the malloc thresholds (not glibc?): writes will be slower')
+  }
+  return mallocTuned
+}
+
 export interface MountOptions {
   /** Let users other than the mounting one use the mount (needs user_allow_other for non-root). */
   allowOther?: boolean
@@ -83,6 +108,7 @@ export class FuseMount {
   async mount (): Promise<void> {
     const log = this.opts.logger
     await prepareMountpoint(this.mountpoint, log)
+    tuneMalloc(log)
     const ops = fuseOps(this.vol, Fuse, () => this.caller(), log, this.opCounts)
     const fuse = new Fuse(this.mountpoint, ops, {
       // The kernel checks permissions from our modes and owners, exactly as for ext4.
