@@ -11,6 +11,7 @@ import { FrameChannel, type ChannelOptions } from './channel.js'
 import { type Frame, decodeCopyChunk, decodeRecordFrame, parseJsonBody } from './frames.js'
 import { type PeerError, PeerRefusal, describeError, peerError, refuse, secondaryHandshake } from './handshake.js'
 import { DEFAULT_CHANNEL } from './primary.js'
+import { LoopYield } from '../util/loop-yield.js'
 
 export interface SecondaryOptions {
   log: RecordLog
@@ -21,6 +22,9 @@ export interface SecondaryOptions {
   /** Called after a full copy replaced the state (caches above the store must be dropped). */
   onStateReplaced?: () => void
 }
+
+/** Longest stretch of applying buffered records before the event loop gets a turn (see LoopYield). */
+const YIELD_EVERY_MS = 2
 
 /** Bytes of applied records that may wait for LevelDB at once. */
 const UNCOMMITTED_WINDOW = 32 * 1024 * 1024
@@ -109,7 +113,9 @@ export class ReplicationSecondary {
   private async receive (ch: FrameChannel): Promise<void> {
     let imp: StateImport | null = null
     this.applyError = null
+    const turn = new LoopYield(YIELD_EVERY_MS)
     for (;;) {
+      await turn.pause()
       const failed = this.applyError as Error | null
       if (failed !== null) refuse(ch, 'APPLY_FAILED', `applying failed here: ${failed.message}`)
       const f = await ch.next()
