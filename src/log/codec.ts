@@ -24,7 +24,8 @@ const PAYLOAD_FIELD: Partial<Record<RecordType, string>> = { write: 'data', setx
  * the payload behind it (1 MiB per write record). A header is ~100 bytes of JSON.
  */
 const HEADROOM = 256
-const withHeadroom = new WeakSet<Buffer>()
+/** Payloads with headroom, and the header last written into it (null: none yet). */
+const withHeadroom = new WeakMap<Buffer, Buffer | null>()
 
 /**
  * A Buffer of `length` bytes for a record's payload, with room in front for the record's header.
@@ -32,7 +33,7 @@ const withHeadroom = new WeakSet<Buffer>()
  */
 export function payloadWithHeadroom (length: number): Buffer {
   const payload = Buffer.allocUnsafeSlow(HEADROOM + length).subarray(HEADROOM)
-  withHeadroom.add(payload)
+  withHeadroom.set(payload, null)
   return payload
 }
 
@@ -67,14 +68,20 @@ export function encodeRecordParts (rec: LogRecord, opts: EncodeOptions = {}): Bu
   head[0] = RECORD_VERSION
   head[1] = TYPE_CODES[rec.type]
   head.writeUInt32BE(json.length, 2)
-  const headerLength = head.length + json.length
-  if (payload !== undefined && !omit && withHeadroom.has(payload) && headerLength <= HEADROOM) {
-    const whole = Buffer.from(payload.buffer, payload.byteOffset - headerLength, headerLength + payload.length)
-    head.copy(whole, 0)
-    json.copy(whole, head.length)
-    return [whole]
-  }
   const header = Buffer.concat([head, json])
+  if (payload !== undefined && !omit && header.length <= HEADROOM) {
+    const written = withHeadroom.get(payload)
+    // The room takes one header: a second encoding of the same payload reuses it only if its
+    // header is the same (a record encoded twice), never overwriting bytes handed out before.
+    if (written === null || written?.equals(header) === true) {
+      const whole = Buffer.from(payload.buffer, payload.byteOffset - header.length, header.length + payload.length)
+      if (written === null) {
+        header.copy(whole, 0)
+        withHeadroom.set(payload, header)
+      }
+      return [whole]
+    }
+  }
   if (payload === undefined || omit) return [header]
   return [header, payload]
 }

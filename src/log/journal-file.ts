@@ -95,10 +95,6 @@ function seqBytes (seq: number): Buffer {
   return s
 }
 
-function entryCrc (seq: number, record: Uint8Array): number {
-  return crc32(record, crc32(seqBytes(seq)))
-}
-
 /** The record's own crc from the entry's checksum (over seq‖record), without reading the record again. */
 function recordCrcOf (entry: number, seqCrc: number, length: number): number {
   return crc32Suffix(entry, seqCrc, length)

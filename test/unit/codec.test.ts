@@ -38,6 +38,11 @@ t.test('a payload with headroom encodes as one Buffer over its own memory, byte-
   t.equal(parts[0].buffer, data.buffer, 'over the payload\'s own memory: the payload was not copied')
   t.ok(parts[0].equals(encodeRecord({ ...rec, data: Buffer.from(data) })), 'the same bytes as a plain payload gives')
   t.same(decodeRecord(parts[0]), { ...rec, data: Buffer.from(data) }, 'and it decodes to the record')
+  t.equal(encodeRecordParts(rec)[0].buffer, data.buffer, 'encoding the same record again reuses the room')
+  const other = encodeRecordParts({ ...rec, ino: 6 })
+  t.equal(other.length, 2, 'another record with the same payload gets a header of its own')
+  t.ok(parts[0].equals(encodeRecord({ ...rec, data: Buffer.from(data) })), 'and the first encoding is untouched')
+  t.same(decodeRecord(Buffer.concat(other)), { ...rec, ino: 6, data: Buffer.from(data) })
 
   const received = Buffer.from(parts[0])
   const big = decodeRecord(received) as LogRecord & { data: Buffer }
