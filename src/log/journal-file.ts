@@ -95,11 +95,6 @@ function seqBytes (seq: number): Buffer {
   return s
 }
 
-/** The record's own crc from the entry's checksum (over seq‖record), without reading the record again. */
-function recordCrcOf (entry: number, seqCrc: number, length: number): number {
-  return crc32Suffix(entry, seqCrc, length)
-}
-
 function ioError (what: string, err: unknown): ReplfsError {
   const code = (err as NodeJS.ErrnoException)?.code
   if (code === 'ENOSPC' || code === 'EDQUOT') {
@@ -460,7 +455,7 @@ export class JournalFile {
       this.logger?.warn({ seq, path: seg.path }, 'journal: entry fails its checksum')
       return undefined
     }
-    return recordCrcOf(buf.readUInt32BE(4), seqCrc, record.length)
+    return crc32Suffix(buf.readUInt32BE(4), seqCrc, record.length)
   }
 
   /** Flushes what was appended, closes the files and every reader. */
@@ -631,7 +626,7 @@ class Reader implements JournalReader {
         if (s !== seq || off + HEADER + len > buf.length || crc !== crc32(record, seqCrc)) {
           throw new ReplfsError('STORE_CORRUPT', `journal entry for seq ${seq} in ${seg.path} at offset ${start + off} fails its checksum`)
         }
-        out.push({ seq, record, crc: recordCrcOf(crc, seqCrc, len) })
+        out.push({ seq, record, crc: crc32Suffix(crc, seqCrc, len) })
         off += HEADER + len
       }
       this.pos += n

@@ -154,7 +154,7 @@ export class RecordLog {
     // The journal first: if it cannot take the record (disk full), nothing is applied.
     this.journal?.append(seq, bytes, crc)
     tx.setLastRecord(seq, crc)
-    const local = this.state.commit(tx, encodeRecord(rec, { omitPayload: !this.state.journalPayloads }), { sync })
+    const local = this.state.commit(tx, this.state.journalPayloads ? bytes : encodeRecord(rec, { omitPayload: true }), { sync })
     local.then(() => {
       if (seq > this.committedSeq) {
         this.committedSeq = seq

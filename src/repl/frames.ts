@@ -81,11 +81,8 @@ export function encodeRecordFrame (seq: number, record: Buffer, recordCrc?: numb
   if (!Number.isSafeInteger(seq) || seq < 0) throw new ReplfsError('BAD_ARGUMENT', `record seq must be a safe non-negative integer, got ${seq}`)
   const seqBuf = Buffer.allocUnsafe(8)
   seqBuf.writeBigUInt64BE(BigInt(seq))
-  if (recordCrc === undefined) return encodeParts('RECORD', [seqBuf, record])
-  const length = 8 + record.length
-  if (length > MAX_FRAME_BODY) throw new ReplfsError('BAD_ARGUMENT', `RECORD frame body of ${length} bytes exceeds the maximum of ${MAX_FRAME_BODY}`)
-  const prefixCrc = crc32(seqBuf, TYPE_CRC.get(FrameType.RECORD))
-  return [frameHeader(length, FrameType.RECORD, crc32Combine(prefixCrc, recordCrc, record.length)), seqBuf, record]
+  const bodyCrc = recordCrc === undefined ? undefined : crc32Combine(crc32(seqBuf, TYPE_CRC.get(FrameType.RECORD)), recordCrc, record.length)
+  return encodeParts('RECORD', [seqBuf, record], bodyCrc)
 }
 
 /**
@@ -238,13 +235,14 @@ export class FrameDecoder {
   }
 }
 
-function encodeParts (type: FrameTypeName, parts: Buffer[]): Buffer[] {
+/** `bodyCrc`: the frame's crc if the caller derived it already (else one pass over the parts). */
+function encodeParts (type: FrameTypeName, parts: Buffer[], bodyCrc?: number): Buffer[] {
   const code = FrameType[type]
   let length = 0
-  let crc = TYPE_CRC.get(code) as number
+  let crc = bodyCrc ?? TYPE_CRC.get(code) as number
   for (const p of parts) {
     length += p.length
-    crc = crc32(p, crc)
+    if (bodyCrc === undefined) crc = crc32(p, crc)
   }
   if (length > MAX_FRAME_BODY) throw new ReplfsError('BAD_ARGUMENT', `${type} frame body of ${length} bytes exceeds the maximum of ${MAX_FRAME_BODY}`)
   return [frameHeader(length, code, crc), ...parts]

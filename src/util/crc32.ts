@@ -46,7 +46,7 @@ export function crc32Combine (crcA: number, crcB: number, lengthB: number): numb
   return (multModP(x2nModP(lengthB, 3), crcA >>> 0) ^ crcB) >>> 0
 }
 
-/** crc32(B), given crc32(A‖B), crc32(A) and B's length. */
+/** crc32(B), given crc32(A‖B), crc32(A) and B's length: the same sum, since xor undoes itself. */
 export function crc32Suffix (crcAB: number, crcA: number, lengthB: number): number {
-  return (multModP(x2nModP(lengthB, 3), crcA >>> 0) ^ crcAB) >>> 0
+  return crc32Combine(crcA, crcAB, lengthB)
 }
