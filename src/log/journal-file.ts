@@ -27,6 +27,10 @@
  * is left ends before the store's seq, the journal cannot serve those records: it is emptied and
  * restarts right after the store's seq.
  *
+ * Written ranges do not stay in the page cache: every 8 MiB the journal starts the writeback of
+ * what it wrote and drops the chunk before from the cache (see releaseWritten), so a volume that
+ * writes 1 GiB does not leave 1 GiB of journal cached, and new appends reuse freed pages.
+ *
  * In memory the journal keeps, per segment, the file offset of each entry (a Float64Array, 8 bytes
  * an entry) and the number of bytes known to be written; never record bytes. Readers do
  * positional reads of whole runs of entries (one read per `next` call) up to that known length, so
@@ -42,6 +46,7 @@ import { crc32 } from 'node:zlib'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
 import { crc32Combine, crc32Suffix } from '../util/crc32.js'
+import { releasePages } from '../util/page-cache.js'
 
 export interface JournalFileOptions {
   /** Directory for segments (created if missing), e.g. <store>/journal. */
@@ -54,6 +59,8 @@ export interface JournalFileOptions {
    * over 2x maxBytes (then that reader's next() throws JOURNAL_TRIMMED).
    */
   maxBytes?: number
+  /** Hand written ranges back to the kernel instead of leaving them cached (default true). */
+  releaseWritten?: boolean
   logger?: Logger
 }
 
@@ -77,6 +84,9 @@ export interface JournalReader {
 export const JOURNAL_SEGMENT_BYTES = 64 * 1024 * 1024
 export const JOURNAL_MAX_BYTES = 1024 * 1024 * 1024
 const RECENT_BYTES = 16 * 1024 * 1024
+/** See releaseWritten. */
+const RELEASE_CHUNK = 8 * 1024 * 1024
+const PAGE = 4096
 const HEADER = 16
 const SEGMENT_NAME = /^([0-9a-f]{16})\.seg$/
 /** Scan buffer for `open`'s checksum pass. */
@@ -116,6 +126,9 @@ class Segment {
   size = 0
   /** Writer's descriptor: the current segment's, or an older one's still waiting for sync(). */
   fd: number | null = null
+  /** Pages before this offset were handed back to the kernel; writeback was started up to `started`. */
+  released = 0
+  started = 0
   constructor (readonly firstSeq: number, readonly path: string) {}
 
   push (off: number): void {
@@ -156,12 +169,15 @@ export class JournalFile {
   /** fdatasync calls in flight per descriptor; a close waits for them. */
   private readonly inflight = new Map<number, number>()
   private readonly deferredClose = new Set<number>()
+  /** Whether written ranges are handed back to the kernel (see releaseWritten). */
+  private releasePages: boolean
 
   private constructor (readonly dir: string, opts: JournalFileOptions, first: number) {
     this.segmentBytes = opts.segmentBytes ?? JOURNAL_SEGMENT_BYTES
     this.maxBytes = opts.maxBytes ?? JOURNAL_MAX_BYTES
     this.logger = opts.logger
     this.emptyFirst = first
+    this.releasePages = opts.releaseWritten ?? true
   }
 
   /**
@@ -308,7 +324,41 @@ export class JournalFile {
     seg.size += len
     this.total += len
     this.remember(seq, record, crc)
-    if (fresh) this.trim()
+    if (fresh) {
+      const prev = this.segments.length > 1 ? this.segments[this.segments.length - 2] : null
+      if (prev !== null) this.releaseWritten(prev, true)
+      this.trim()
+    }
+    this.releaseWritten(seg, false)
+  }
+
+  /**
+   * Journal pages are written once and read back only by a reader that fell over RECENT_BYTES
+   * behind, so they should not pile up as page cache: each fresh page costs more CPU to fill
+   * than its copy (2.3 s per GiB on the machines this is measured on, against ~0.1 s to
+   * overwrite a page already owned), and a volume that writes 1 GiB would otherwise leave 1 GiB
+   * of journal cached. Every RELEASE_CHUNK, the chunk written before the last one (its writeback
+   * started then, so it is done by now) is dropped from the cache and the last chunk's
+   * writeback starts. The pages freed are what the next writes get.
+   */
+  /** `all`: a finished segment; start writeback of all of it, however little is left. */
+  private releaseWritten (seg: Segment, all: boolean): void {
+    if (!this.releasePages || seg.fd === null) return
+    const end = Math.floor(seg.size / PAGE) * PAGE
+    if (!all && end - seg.started < RELEASE_CHUNK) return
+    const fd = seg.fd
+    const call = (from: number, to: number, wait: boolean): void => {
+      if (to <= from || !this.releasePages) return
+      const res = releasePages(fd, from, to - from, wait)
+      if (res !== 0) {
+        this.releasePages = false
+        this.logger?.warn({ path: seg.path, errno: -res }, 'journal: cannot hand written pages back to the kernel; they stay cached')
+      }
+    }
+    call(seg.released, seg.started, true)
+    seg.released = seg.started
+    call(seg.started, end, false)
+    seg.started = end
   }
 
   private remember (seq: number, record: Buffer, crc: number): void {
@@ -387,6 +437,8 @@ export class JournalFile {
     }
     this.total -= seg.size - cut
     seg.size = cut
+    seg.started = Math.min(seg.started, Math.floor(cut / PAGE) * PAGE)
+    seg.released = Math.min(seg.released, seg.started)
     seg.count = seq + 1 - seg.firstSeq
     this.dirDirty = true
     this.invalidateReaders(seq + 1)

@@ -331,3 +331,28 @@ t.test('an append that hits ENOSPC throws DISK_FULL and leaves the journal exact
   t.equal(dirBytes(dir), again.bytes)
   await again.close()
 })
+
+/** Bytes of `path` in the page cache (util-linux fincore). */
+function cachedBytes (path: string): number {
+  const out = execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', path], { encoding: 'utf8' })
+  return Number(out.trim())
+}
+
+t.test('written journal ranges leave the page cache as the journal grows, and still read back exactly', async t => {
+  const MiB = 1024 * 1024
+  const cached: Record<string, number> = {}
+  for (const releaseWritten of [true, false]) {
+    const dir = tempDir(t)
+    const j = await JournalFile.open({ dir, releaseWritten }, 0)
+    for (let s = 1; s <= 48; s++) j.append(s, rec(s, MiB))
+    const [seg] = segFiles(dir)
+    cached[String(releaseWritten)] = cachedBytes(join(dir, seg))
+    // Past RECENT_BYTES (16 MiB) the reader reads the segment file, dropped pages and all.
+    const got = await readAll(j.reader(1), 48, 4 * MiB)
+    t.equal(got.length, 48, `releaseWritten ${String(releaseWritten)}: every entry read back`)
+    t.ok(got.every(e => e.record.equals(rec(e.seq, MiB))), `releaseWritten ${String(releaseWritten)}: byte-exact`)
+    await j.close()
+  }
+  t.ok(cached.false >= 44 * MiB, `kept: ${(cached.false / MiB).toFixed(1)} MiB of 48 cached`)
+  t.ok(cached.true <= 24 * MiB, `released: ${(cached.true / MiB).toFixed(1)} MiB of 48 cached`)
+})
