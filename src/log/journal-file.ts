@@ -46,7 +46,7 @@ import { crc32 } from 'node:zlib'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
 import { crc32Combine, crc32Suffix } from '../util/crc32.js'
-import { releasePages } from '../util/page-cache.js'
+import { releasePages, releasePagesUnavailable } from '../util/page-cache.js'
 
 export interface JournalFileOptions {
   /** Directory for segments (created if missing), e.g. <store>/journal. */
@@ -339,9 +339,9 @@ export class JournalFile {
    * overwrite a page already owned), and a volume that writes 1 GiB would otherwise leave 1 GiB
    * of journal cached. Every RELEASE_CHUNK, the chunk written before the last one (its writeback
    * started then, so it is done by now) is dropped from the cache and the last chunk's
-   * writeback starts. The pages freed are what the next writes get.
+   * writeback starts. The pages freed are what the next writes get. `all`: a finished segment,
+   * whose tail's writeback starts however short it is.
    */
-  /** `all`: a finished segment; start writeback of all of it, however little is left. */
   private releaseWritten (seg: Segment, all: boolean): void {
     if (!this.releasePages || seg.fd === null) return
     const end = Math.floor(seg.size / PAGE) * PAGE
@@ -352,7 +352,8 @@ export class JournalFile {
       const res = releasePages(fd, from, to - from, wait)
       if (res !== 0) {
         this.releasePages = false
-        this.logger?.warn({ path: seg.path, errno: -res }, 'journal: cannot hand written pages back to the kernel; they stay cached')
+        this.logger?.warn({ path: seg.path, errno: -res, err: releasePagesUnavailable() ?? undefined },
+          'journal: cannot hand written pages back to the kernel; they stay cached')
       }
     }
     call(seg.released, seg.started, true)

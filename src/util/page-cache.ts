@@ -10,16 +10,25 @@ const require = createRequire(import.meta.url)
 interface PageCacheBinding { releasePages?: (fd: number, offset: number, length: number, wait: boolean) => number }
 
 let binding: PageCacheBinding | null | undefined
+let loadError: Error | null = null
 
 function load (): PageCacheBinding | null {
   if (binding === undefined) {
     try {
       binding = require('fuse-native') as PageCacheBinding
-    } catch {
+    } catch (err) {
+      // Callers get -ENOSYS and can say why through releasePagesUnavailable().
+      loadError = err as Error
       binding = null
     }
   }
   return binding
+}
+
+/** Why releasePages cannot work here (the binding failed to load), if it cannot. */
+export function releasePagesUnavailable (): Error | null {
+  load()
+  return loadError
 }
 
 /**
