@@ -2,6 +2,7 @@ import { join } from 'node:path'
 import type { Server } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
+import { Fuse } from '../fuse/mount.js'
 import { JournalFile } from '../log/journal-file.js'
 import { type Endpoint, type TlsFiles, Redialer, formatEndpoint, listen, loadTls } from '../net/transport.js'
 import type { ChannelOptions } from '../repl/channel.js'
@@ -39,7 +40,7 @@ export class VolumeReplication {
   }
 
   static async start (config: ReplicationConfig, opened: OpenedVolume, logger: Logger): Promise<VolumeReplication> {
-    const journal = await JournalFile.open({ dir: join(opened.store.dir, 'journal'), maxBytes: config.journalBytes, logger }, opened.state.counters.seq)
+    const journal = await JournalFile.open({ dir: join(opened.store.dir, 'journal'), maxBytes: config.journalBytes, releasePages: Fuse.releasePages, logger }, opened.state.counters.seq)
     opened.log.journal = journal
     const r = new VolumeReplication(config, opened, journal, logger)
     try {

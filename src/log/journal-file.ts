@@ -46,7 +46,8 @@ import { crc32 } from 'node:zlib'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
 import { crc32Combine, crc32Suffix } from '../util/crc32.js'
-import { releasePages, releasePagesUnavailable } from '../util/page-cache.js'
+
+export type PageRelease = (fd: number, offset: number, length: number, wait: boolean) => number
 
 export interface JournalFileOptions {
   /** Directory for segments (created if missing), e.g. <store>/journal. */
@@ -59,8 +60,13 @@ export interface JournalFileOptions {
    * over 2x maxBytes (then that reader's next() throws JOURNAL_TRIMMED).
    */
   maxBytes?: number
-  /** Hand written ranges back to the kernel instead of leaving them cached (default true). */
-  releaseWritten?: boolean
+  /**
+   * Hands written ranges back to the kernel instead of leaving them cached (see releaseWritten):
+   * wait = false starts a range's writeback, wait = true waits for it and drops the range's
+   * pages. Returns 0 or a negative errno. The daemon passes fuse-native's `Fuse.releasePages`
+   * (Node has neither sync_file_range nor posix_fadvise); without it pages stay cached.
+   */
+  releasePages?: PageRelease
   logger?: Logger
 }
 
@@ -169,15 +175,15 @@ export class JournalFile {
   /** fdatasync calls in flight per descriptor; a close waits for them. */
   private readonly inflight = new Map<number, number>()
   private readonly deferredClose = new Set<number>()
-  /** Whether written ranges are handed back to the kernel (see releaseWritten). */
-  private releasePages: boolean
+  /** Hands written ranges back to the kernel (see releaseWritten); null once that failed. */
+  private releasePages: PageRelease | null
 
   private constructor (readonly dir: string, opts: JournalFileOptions, first: number) {
     this.segmentBytes = opts.segmentBytes ?? JOURNAL_SEGMENT_BYTES
     this.maxBytes = opts.maxBytes ?? JOURNAL_MAX_BYTES
     this.logger = opts.logger
     this.emptyFirst = first
-    this.releasePages = opts.releaseWritten ?? true
+    this.releasePages = opts.releasePages ?? null
   }
 
   /**
@@ -343,17 +349,16 @@ export class JournalFile {
    * whose tail's writeback starts however short it is.
    */
   private releaseWritten (seg: Segment, all: boolean): void {
-    if (!this.releasePages || seg.fd === null) return
+    if (this.releasePages === null || seg.fd === null) return
     const end = Math.floor(seg.size / PAGE) * PAGE
     if (!all && end - seg.started < RELEASE_CHUNK) return
     const fd = seg.fd
     const call = (from: number, to: number, wait: boolean): void => {
-      if (to <= from || !this.releasePages) return
-      const res = releasePages(fd, from, to - from, wait)
+      if (to <= from || this.releasePages === null) return
+      const res = this.releasePages(fd, from, to - from, wait)
       if (res !== 0) {
-        this.releasePages = false
-        this.logger?.warn({ path: seg.path, errno: -res, err: releasePagesUnavailable() ?? undefined },
-          'journal: cannot hand written pages back to the kernel; they stay cached')
+        this.releasePages = null
+        this.logger?.warn({ path: seg.path, errno: -res }, 'journal: cannot hand written pages back to the kernel; they stay cached')
       }
     }
     call(seg.released, seg.started, true)

@@ -11,6 +11,7 @@ import { Duplex } from 'node:stream'
 import { makeVolume, openVolume, type OpenedVolume } from '../../src/daemon/open-volume.js'
 import type { Volume } from '../../src/fs/volume.js'
 import { nowNs } from '../../src/fs/clock.js'
+import { Fuse } from '../../src/fuse/mount.js'
 import { decodeRecord } from '../../src/log/codec.js'
 import { JournalFile } from '../../src/log/journal-file.js'
 import { BLOCK_SIZE } from '../../src/store/keys.js'
@@ -86,7 +87,7 @@ export async function makePrimary (t: Teardown, opts: PrimaryOpts = {}): Promise
   const dir = tempDir()
   const fromInit = opts.journalFromInit ?? true
   const opened = await openVolume(dir, { create: true, logger: quietLogger, replay: fromInit })
-  const journal = await JournalFile.open({ dir: join(dir, 'journal'), maxBytes: opts.journalMaxBytes, segmentBytes: opts.segmentBytes, logger: quietLogger }, opened.state.counters.seq)
+  const journal = await JournalFile.open({ dir: join(dir, 'journal'), maxBytes: opts.journalMaxBytes, segmentBytes: opts.segmentBytes, releasePages: Fuse.releasePages, logger: quietLogger }, opened.state.counters.seq)
   opened.log.journal = journal
   if (fromInit) {
     // What openVolume does for a new store, but with the journal already attached.
@@ -111,7 +112,7 @@ export interface SecondaryOpts {
 export async function makeSecondary (t: Teardown, opts: SecondaryOpts = {}): Promise<SecondaryNode> {
   const dir = tempDir()
   const opened = await openVolume(dir, { create: true, logger: quietLogger, replay: opts.ownVolume !== true })
-  const journal = await JournalFile.open({ dir: join(dir, 'journal'), logger: quietLogger }, opened.state.counters.seq)
+  const journal = await JournalFile.open({ dir: join(dir, 'journal'), releasePages: Fuse.releasePages, logger: quietLogger }, opened.state.counters.seq)
   opened.log.journal = journal
   const repl = new ReplicationSecondary({ log: opened.log, journal, secret: opts.secret === undefined ? SECRET : opts.secret, logger: quietLogger, channel: opts.channel })
   const node: SecondaryNode = { ...opened, dir, journal, repl, vol: makeVolume(opened, { sizeLimit: 2 ** 40, readOnly: true, logger: quietLogger }) }
