@@ -32,6 +32,8 @@ export interface SeqReplResult {
   wireRatioOut: number
   wireRatioIn: number
   ackLatencyMs: { p50: number | null, p99: number | null, samples: number }
+  /** From the secondary's status: a record's arrival there to its durable apply (what the ack waits for). */
+  secondaryDurableMs?: { p50: number | null, p99: number | null, samples: number }
   /** CPU seconds (user+sys) of each mount process from the start of the write until caught up. */
   cpuSeconds: { primary: number, secondary: number }
   wallSeconds: number
@@ -218,6 +220,7 @@ async function seqConfig (work: string, secret: string, bytes: number, mode: 'as
       wireRatioOut: wireBytesOut / bytes,
       wireRatioIn: wireBytesIn / bytes,
       ackLatencyMs: after.ackLatencyMs,
+      secondaryDurableMs: afterIn.durableLatencyMs,
       cpuSeconds: { primary: cpu1.a - cpu0.a, secondary: cpu1.b - cpu0.b },
       wallSeconds: wall,
       peakRssBytes: { primary: vmHWM(p.a.child.pid!), secondary: vmHWM(p.b.child.pid!) }

@@ -168,11 +168,11 @@ async function report (r: Partial<Results>): Promise<void> {
     const ok = (v: boolean): string => v ? 'ok' : 'MISSED'
     const ms = (v: number | null | undefined): string => v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(1)
     console.log(`\nreplication (primary -> secondary over loopback TCP, fresh stores per config; ratios to the unreplicated replfs write above, ${f(r.replfs?.write)} MB/s):`)
-    const rr: string[][] = [['', 'write MB/s', 'x unrepl', 'target', 'wire B/B', 'lag at end', 'catch-up s', 'cpu s prim/sec', 'ack p50/p99 ms']]
+    const rr: string[][] = [['', 'write MB/s', 'x unrepl', 'target', 'wire B/B', 'lag at end', 'catch-up s', 'cpu s prim/sec', 'ack p50/p99 ms', 'sec durable p50/p99 ms']]
     for (const m of [rep.async, rep.sync]) {
       rr.push([`seq write ${m.mode}`, f(m.write), `${m.ratio.toFixed(2)}x`, `${m.mode === 'async' ? '>=0.80' : '>=0.50'} ${ok(m.ratio >= (m.mode === 'async' ? 0.8 : 0.5))}`,
         `${m.wireRatioOut.toFixed(3)} ${ok(m.wireRatioOut <= 1.4)}`, `${String(m.atWriteEnd.lagRecords)} rec/${((m.atWriteEnd.lagBytes ?? 0) / MiB).toFixed(0)} MiB`, m.catchUpSeconds.toFixed(2),
-        `${m.cpuSeconds.primary.toFixed(1)}/${m.cpuSeconds.secondary.toFixed(1)}`, `${ms(m.ackLatencyMs.p50)}/${ms(m.ackLatencyMs.p99)}`])
+        `${m.cpuSeconds.primary.toFixed(1)}/${m.cpuSeconds.secondary.toFixed(1)}`, `${ms(m.ackLatencyMs.p50)}/${ms(m.ackLatencyMs.p99)}`, `${ms(m.secondaryDurableMs?.p50)}/${ms(m.secondaryDurableMs?.p99)}`])
     }
     const rw = rr[0].map((_c, i) => Math.max(...rr.map(row => row[i].length)))
     for (const row of rr) console.log(row.map((c, i) => i === 0 ? c.padEnd(rw[i]) : c.padStart(rw[i])).join('  '))

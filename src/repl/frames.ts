@@ -33,6 +33,8 @@ export interface Frame {
   body: Buffer
   /** Set by FrameDecoder: the body crc the header carried and the body matched (over the type byte and the body). */
   crc?: number
+  /** Set by FrameChannel: performance.now() when the frame's last bytes arrived. */
+  at?: number
 }
 
 /** Largest body we send or accept: bounds what a peer can make us buffer. */

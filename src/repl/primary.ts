@@ -7,6 +7,7 @@ import { DigestBuilder, digestAt, exportState, type StateDigest } from '../store
 import { FrameChannel, type ChannelOptions } from './channel.js'
 import { encodeCopyChunk, encodeRecordFrame, parseJsonBody } from './frames.js'
 import { type PeerError, PeerRefusal, describeError, type StartFrame, peerError, primaryHandshake, refuse } from './handshake.js'
+import { LatencySamples } from './latency.js'
 
 export type ReplicationMode = 'sync' | 'async'
 
@@ -25,7 +26,6 @@ interface PendingVerify { id: number, seq: number, resolve: (d: StateDigest) => 
 
 /** How much of the journal one read hands the socket. */
 const READ_BYTES = 1 << 20
-const LATENCY_SAMPLES = 4096
 
 export const DEFAULT_CHANNEL: ChannelOptions = { idleTimeoutMs: 15_000, pingIntervalMs: 2_000 }
 
@@ -51,7 +51,7 @@ export class ReplicationPrimary {
   private wake: (() => void) | null = null
   /** Commit times of not-yet-acknowledged records, sampled, for lag in seconds and ack latency. */
   private readonly pendingTimes: Array<[number, number, boolean]> = []
-  private readonly latencies: number[] = []
+  private readonly latencies = new LatencySamples()
   private readonly unsubscribe: () => void
 
   constructor (private readonly opts: PrimaryOptions) {
@@ -243,11 +243,10 @@ export class ReplicationPrimary {
     let n = 0
     while (n < this.pendingTimes.length && this.pendingTimes[n][0] <= seq) {
       // Ack latency describes the link while streaming; records made while the peer was away say nothing about it.
-      if (this.pendingTimes[n][2]) this.latencies.push(now - this.pendingTimes[n][1])
+      if (this.pendingTimes[n][2]) this.latencies.add(now - this.pendingTimes[n][1])
       n++
     }
     if (n > 0) this.pendingTimes.splice(0, n)
-    if (this.latencies.length > LATENCY_SAMPLES) this.latencies.splice(0, this.latencies.length - LATENCY_SAMPLES)
     if (this.gateWaiters.length > 0) {
       const keep: typeof this.gateWaiters = []
       for (const w of this.gateWaiters) (w.seq <= seq ? w.resolve() : keep.push(w))
@@ -297,8 +296,6 @@ export class ReplicationPrimary {
     const seq = this.opts.log.state.counters.seq
     const acked = Math.max(this.ackedSeq, 0)
     const oldest = this.pendingTimes[0]
-    const sorted = [...this.latencies].sort((a, b) => a - b)
-    const pct = (p: number): number | null => sorted.length === 0 ? null : Math.round(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] * 100) / 100
     return {
       role: 'primary',
       mode: this.opts.mode,
@@ -312,7 +309,7 @@ export class ReplicationPrimary {
       lagRecords: this.ackedSeq < 0 ? null : seq - acked,
       lagBytes: this.ackedSeq < 0 ? null : this.opts.journal.bytesAfter(acked),
       lagSeconds: oldest === undefined || this.ackedSeq < 0 ? 0 : Math.round((performance.now() - oldest[1]) / 10) / 100,
-      ackLatencyMs: { p50: pct(0.5), p99: pct(0.99), samples: sorted.length },
+      ackLatencyMs: this.latencies.summary(),
       journal: { firstSeq: this.opts.journal.firstSeq, lastSeq: this.opts.journal.lastSeq, bytes: this.opts.journal.bytes },
       bytesOut: this.bytesOut + (this.session?.ch.bytesOut ?? 0),
       lastError: this.lastError

@@ -12,6 +12,7 @@ import { type Frame, decodeCopyChunk, decodeRecordFrame, parseJsonBody } from '.
 import { type PeerError, PeerRefusal, describeError, peerError, refuse, secondaryHandshake } from './handshake.js'
 import { DEFAULT_CHANNEL } from './primary.js'
 import { LoopYield } from '../util/loop-yield.js'
+import { LatencySamples } from './latency.js'
 
 export interface SecondaryOptions {
   log: RecordLog
@@ -51,6 +52,12 @@ export class ReplicationSecondary {
   private ackScheduled = false
   private applyError: Error | null = null
   private uncommitted = 0
+  /**
+   * From a record frame's arrival (its last bytes off the socket) to its durable apply here, which
+   * its ack waits for: queueing behind earlier records, applying, the LevelDB commit (synced in
+   * sync mode). Most of a sync-mode write's latency.
+   */
+  private readonly durableLatency = new LatencySamples()
 
   constructor (private readonly opts: SecondaryOptions) {
     this.log = opts.logger.child({ component: 'repl.secondary' })
@@ -155,6 +162,7 @@ export class ReplicationSecondary {
   private async applyRecordFrame (ch: FrameChannel, f: Frame): Promise<void> {
     const { log } = this.opts
     if (this.phase !== 'streaming') refuse(ch, 'BAD_FRAME', 'RECORD before the copy ended')
+    const arrived = f.at ?? performance.now()
     const { seq, record, crc } = decodeRecordFrame(f.body, f.crc)
     const next = log.state.counters.seq + 1
     if (seq !== next) refuse(ch, 'BAD_FRAME', `record ${seq} is out of sequence: expected ${next}`)
@@ -170,6 +178,7 @@ export class ReplicationSecondary {
       await log.settle()
       const c = await log.apply(rec, { seq, sync: true, encoded: { bytes: record, crc: crc ?? crc32(record) } })
       await c.durable
+      this.durableLatency.add(performance.now() - arrived)
       this.ack(ch, seq)
       return
     }
@@ -179,7 +188,10 @@ export class ReplicationSecondary {
     } catch (err) {
       refuse(ch, 'APPLY_FAILED', `record ${seq} (${rec.type}) cannot be applied here: ${(err as Error).message}`)
     }
-    c.durable.then(() => this.ack(ch, seq), (err: Error) => {
+    c.durable.then(() => {
+      this.durableLatency.add(performance.now() - arrived)
+      this.ack(ch, seq)
+    }, (err: Error) => {
       this.applyError = err
       ch.close({ code: 'APPLY_FAILED', message: `record ${seq} not committed here: ${err.message}` })
     })
@@ -248,6 +260,7 @@ export class ReplicationSecondary {
       appliedSeq: seq,
       primarySeq: this.primarySeq,
       lagRecords: this.primarySeq === null ? null : Math.max(0, this.primarySeq - seq),
+      durableLatencyMs: this.durableLatency.summary(),
       journal: { firstSeq: this.opts.journal.firstSeq, lastSeq: this.opts.journal.lastSeq, bytes: this.opts.journal.bytes },
       bytesIn: this.bytesIn + (this.session?.ch.bytesIn ?? 0),
       lastError: this.lastError

@@ -146,3 +146,33 @@ t.test('Redialer.stop() ends a running session rather than waiting for the peer 
     server.close()
   }
 })
+
+t.test('status times each record from its arrival at the secondary to its durable apply there, and the primary times it to the ack: a slow secondary store shows in both', async t => {
+  const p = await makePrimary(t, { mode: 'sync' })
+  const s = await makeSecondary(t)
+  connect(p, s)
+  await caughtUp(p, s)
+  type Summary = { p50: number | null, p99: number | null, samples: number }
+  const durable = (): Summary => (s.repl.status() as { durableLatencyMs: Summary }).durableLatencyMs
+  const acked = (): Summary => (p.repl.status() as { ackLatencyMs: Summary }).ackLatencyMs
+  const before = durable().samples
+  t.ok(before >= 1, `the records so far were timed (${before})`)
+
+  // Every LevelDB commit on the secondary now takes 60 ms longer to be reported done.
+  const DELAY = 60
+  const write = s.store.write.bind(s.store)
+  s.store.write = async (ops, opts) => { await write(ops, opts); await sleep(DELAY) }
+  const fh = await p.vol.create('/slow', 0o644, ROOT)
+  for (let i = 0; i < 8; i++) await p.vol.write(fh, pattern(4096, i), 4096, i * 4096)
+  await p.vol.release(fh)
+  await caughtUp(p, s)
+  s.store.write = write
+
+  // The ring holds the newest samples: 9+ slow records (create, 8 writes) out of all so far.
+  const d = durable()
+  t.ok(d.samples >= before + 9, `samples grew by the slow records (${before} -> ${d.samples})`)
+  t.ok(d.p50 !== null && d.p50 >= DELAY, `the secondary's durable p50 includes the ${DELAY} ms delay (most samples are slow ones): ${String(d.p50)} ms`)
+  const a = acked()
+  t.ok(a.p50 !== null && a.p50 >= DELAY, `the primary's ack p50 includes it too: ${String(a.p50)} ms`)
+  t.ok(d.p50 !== null && d.p99 !== null && d.p50 <= d.p99, 'p50 <= p99')
+})
