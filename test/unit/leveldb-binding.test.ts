@@ -80,38 +80,3 @@ t.test('table files are read with pread, never memory-mapped, so reading a store
   const mapped = readFileSync('/proc/self/maps', 'utf8').split('\n').filter(l => l.includes(dir))
   t.same(mapped, [], 'no file of the store is mapped into the process')
 })
-
-t.test('compaction never writes a table that holds block keys and metadata keys together, so later blocks move down a level without being rewritten', async t => {
-  const { db } = openDb(t)
-  // replfs's shape: every batch puts new blocks ('b', rising) and rewrites a few metadata keys ('i', 'm').
-  const block = randomBytes(64 * 1024)
-  let n = 0
-  for (let batch = 0; batch < 64; batch++) {
-    const ops: Array<{ type: 'put', key: Buffer, value: Buffer }> = []
-    for (let i = 0; i < 4; i++, n++) {
-      const key = Buffer.alloc(9)
-      key[0] = 0x62
-      key.writeUInt32BE(n, 5)
-      ops.push({ type: 'put', key, value: block })
-    }
-    ops.push({ type: 'put', key: Buffer.from('i-inode'), value: Buffer.from(String(n)) })
-    ops.push({ type: 'put', key: Buffer.from('m-applied-seq'), value: Buffer.from(String(batch)) })
-    await db.batch(ops)
-  }
-  await db.compactRange(Buffer.from([0]), Buffer.from([0xff]))
-  const tables = db.getProperty('leveldb.sstables').split('\n').filter(l => l.includes('['))
-  t.ok(tables.length >= 3, `compacted into several tables (${tables.length})`)
-  // Each line: " <file>:<size>['<smallest>' @ <seq> : <type> .. '<largest>' @ <seq> : <type>]"
-  const mixed = tables.filter(l => {
-    const m = /\['(.)[^']*' @ .* \.\. '(.)[^']*' @/.exec(l)
-    return m === null || m[1] !== m[2]
-  })
-  t.same(mixed, [], 'no table spans two key prefixes')
-  // Every block reads back.
-  for (const i of [0, 100, n - 1]) {
-    const key = Buffer.alloc(9)
-    key[0] = 0x62
-    key.writeUInt32BE(i, 5)
-    t.ok((await db.get(key))?.equals(block), `block ${i} reads back`)
-  }
-})
