@@ -13,6 +13,7 @@ import fsp from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { callControl } from '../src/daemon/control.js'
+import { nearestRank } from '../src/repl/latency.js'
 import { dropCaches, MiB, now, seqWrite } from './fsbench.js'
 import { root, startMount, stopMount, vmHWM, writeOnFreshMount, type Mounted } from './mounts.js'
 
@@ -74,9 +75,7 @@ const STOP_TIMEOUT_MS = Number(process.env.BENCH_STOP_TIMEOUT_MS ?? '120000')
 export const sleep = async (ms: number): Promise<void> => await new Promise(r => setTimeout(r, ms))
 
 export function pct (xs: number[], p: number): number {
-  if (xs.length === 0) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))]
+  return nearestRank([...xs].sort((a, b) => a - b), p)
 }
 
 export async function freePort (): Promise<number> {
