@@ -336,7 +336,7 @@ async function restoreBench (work: string): Promise<RestoreResult> {
       probeWrites: during.length,
       probeRaces,
       probeWriteMaxMs: Math.max(...during),
-      probeWriteIdleMedianMs: pct(idleWrites, 50)
+      probeWriteIdleMedianMs: pct(idleWrites, 0.5)
     }
     console.error(`[snapshots restore] again: control socket ${again.restoreMs.toFixed(0)} ms, secondary applied at ${again.secondaryAppliedMs.toFixed(0)} ms; ${during.length} probe writes, longest ${again.probeWriteMaxMs.toFixed(0)} ms (idle median ${again.probeWriteIdleMedianMs.toFixed(1)} ms)`)
     return {
