@@ -6,7 +6,12 @@
 // checks the CPU at run time, so the binary still runs (portably) without SSE4.2. The same patch
 // makes batch_do size each WriteBatch once, read Buffers in place and reuse its batches (building
 // a fresh multi-MiB batch faulted in every page), and turns off LevelDB's mmap of table files
-// (every page a read or compaction touched counted in the process's RSS).
+// (every page a read or compaction touched counted in the process's RSS). Last, it keeps replfs's
+// data blocks out of LevelDB's compactions (db_impl.cc): a memtable whose run of block keys is
+// large is written as a table of its own, which overlaps nothing and goes straight to level 2,
+// and a compaction ends an output table where the keys' first byte changes. Before, every table
+// also held the metadata keys each batch rewrites, spanned every later block, and each compaction
+// rewrote the new blocks with it (three times over on their way down).
 //
 // Runs from "postinstall" after `patch-package`. Idempotent: skips the build when
 // build/Release/classic_level.node is newer than the patched source and loads; --force (or
@@ -18,10 +23,11 @@ import { probe, rebuild, rel, resolvedBinding, sameFile, target, upToDate } from
 const TAG = '[build-classic-level]'
 const { pkgDir, binary, fail, force } = target('classic-level', 'classic_level.node', TAG, 'CLASSIC_LEVEL_FORCE_REBUILD')
 const patched = 'deps/leveldb/leveldb-1.20/port/port_posix_sse.cc'
-const alsoPatched = ['deps/leveldb/leveldb-1.20/util/env_posix.cc', 'deps/leveldb/leveldb-1.20/include/leveldb/write_batch.h']
+const alsoPatched = ['deps/leveldb/leveldb-1.20/util/env_posix.cc', 'deps/leveldb/leveldb-1.20/include/leveldb/write_batch.h', 'deps/leveldb/leveldb-1.20/db/db_impl.cc']
 
 if (!fs.readFileSync(path.join(pkgDir, patched), 'utf8').includes('REPLFS_SSE42_TARGET') ||
-    !fs.readFileSync(path.join(pkgDir, 'binding.cc'), 'utf8').includes('GiveBackBatch')) {
+    !fs.readFileSync(path.join(pkgDir, 'binding.cc'), 'utf8').includes('GiveBackBatch') ||
+    !fs.readFileSync(path.join(pkgDir, 'deps/leveldb/leveldb-1.20/db/db_impl.cc'), 'utf8').includes('class FlushRunIterator')) {
   fail(`${rel(path.join(pkgDir, patched))} is not patched: is patches/classic-level+3.0.0.patch applied?`)
 }
 
