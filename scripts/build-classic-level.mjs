@@ -11,7 +11,7 @@
 // large is written as a table of its own, which overlaps nothing and goes straight to level 2,
 // and a compaction ends an output table where the keys' first byte changes. Before, every table
 // also held the metadata keys each batch rewrites, spanned every later block, and each compaction
-// rewrote the new blocks with it (three times over on their way down).
+// rewrote the new blocks with it (512 MiB written: ~520 MB compacted, ~0.8 s of stalled writes).
 //
 // Runs from "postinstall" after `patch-package`. Idempotent: skips the build when
 // build/Release/classic_level.node is newer than the patched source and loads; --force (or

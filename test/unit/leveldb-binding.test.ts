@@ -101,7 +101,7 @@ async function writeReplfsBatches (db: ClassicLevel<Buffer, Buffer>, batches: nu
   return { block, keys }
 }
 
-/** Per level: [tables, MB read by compactions, MB written by flushes and compactions], from leveldb.stats. */
+/** Per level, from leveldb.stats: its tables, MB its compactions read, MB its flushes and compactions wrote. */
 function levelStats (db: ClassicLevel<Buffer, Buffer>): Array<{ level: number, files: number, readMB: number, writeMB: number }> {
   return db.getProperty('leveldb.stats').split('\n').map(l => l.trim().split(/\s+/).map(Number))
     .filter(c => c.length === 6 && c.every(Number.isFinite))
