@@ -115,12 +115,14 @@ export class FrameChannel {
       return
     }
     // Liveness counts whole frames, not bytes: a peer trickling bytes that never make a frame is dead.
-    if (frames.length > 0) this.lastIn = Date.now()
-    const at = performance.now()
-    for (const f of frames) {
-      f.at = at
-      this.queue.push(f)
-      this.queuedBytes += f.body.length
+    if (frames.length > 0) {
+      this.lastIn = Date.now()
+      const at = performance.now()
+      for (const f of frames) {
+        f.at = at
+        this.queue.push(f)
+        this.queuedBytes += f.body.length
+      }
     }
     if (this.queuedBytes >= this.high) this.stream.pause()
     this.wake()

@@ -178,8 +178,7 @@ export class ReplicationSecondary {
       await log.settle()
       const c = await log.apply(rec, { seq, sync: true, encoded: { bytes: record, crc: crc ?? crc32(record) } })
       await c.durable
-      this.durableLatency.add(performance.now() - arrived)
-      this.ack(ch, seq)
+      this.durable(ch, seq, arrived)
       return
     }
     let c: Committed
@@ -188,10 +187,7 @@ export class ReplicationSecondary {
     } catch (err) {
       refuse(ch, 'APPLY_FAILED', `record ${seq} (${rec.type}) cannot be applied here: ${(err as Error).message}`)
     }
-    c.durable.then(() => {
-      this.durableLatency.add(performance.now() - arrived)
-      this.ack(ch, seq)
-    }, (err: Error) => {
+    c.durable.then(() => this.durable(ch, seq, arrived), (err: Error) => {
       this.applyError = err
       ch.close({ code: 'APPLY_FAILED', message: `record ${seq} not committed here: ${err.message}` })
     })
@@ -239,6 +235,12 @@ export class ReplicationSecondary {
   }
 
   /** Acks are coalesced: one frame per turn of the event loop carries the highest durable seq. */
+  /** Record `seq` (whose frame arrived at `arrived`) is durable here: time it, then ack it. */
+  private durable (ch: FrameChannel, seq: number, arrived: number): void {
+    this.durableLatency.add(performance.now() - arrived)
+    this.ack(ch, seq)
+  }
+
   private ack (ch: FrameChannel, seq: number): void {
     if (seq > this.ackedSeq) this.ackedSeq = seq
     if (this.ackScheduled) return
