@@ -29,13 +29,14 @@ function verify () {
       resolved: ngb.resolve(dir),
       UTIME_NOW: Fuse.UTIME_NOW,
       UTIME_OMIT: Fuse.UTIME_OMIT,
-      releasePages: typeof Fuse.releasePages
+      releasePages: typeof Fuse.releasePages,
+      prefaultHeap: typeof Fuse.prefaultHeap
     }))`)
   if (info.error !== undefined) return { ok: false, why: 'requiring fuse-native failed:\n' + info.error }
   if (info.UTIME_NOW !== -1 || info.UTIME_OMIT !== -2) {
     return { ok: false, why: 'fuse-native is not patched (Fuse.UTIME_NOW/UTIME_OMIT missing): is patches/fuse-native+2.2.6.patch applied?' }
   }
-  if (info.releasePages !== 'function') return { ok: false, why: 'fuse-native lacks Fuse.releasePages: the patch is older than this tree' }
+  if (info.releasePages !== 'function' || info.prefaultHeap !== 'function') return { ok: false, why: 'fuse-native lacks Fuse.releasePages or Fuse.prefaultHeap: the patch is older than this tree' }
   if (!sameFile(info.resolved, binary)) {
     return { ok: false, why: `node-gyp-build resolved ${info.resolved}, expected ${binary}` }
   }
