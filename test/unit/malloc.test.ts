@@ -48,8 +48,11 @@ const growth = `
 `
 
 t.test('a fresh mount process finds its first 48 MiB of request buffers already faulted in: tuneMalloc pre-faults the heap', async t => {
+  const clean = { ...process.env }
+  delete clean.MALLOC_MMAP_THRESHOLD_
+  delete clean.MALLOC_TRIM_THRESHOLD_
   const grow = (arg: string): { tuned: boolean, prefault: number, faults: number } => {
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', growth, arg], { encoding: 'utf8' })
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', growth, arg], { env: clean, encoding: 'utf8' })
     return JSON.parse(out.trim().split('\n').pop() as string)
   }
   const cold = grow('thresholds-only')
