@@ -234,13 +234,13 @@ export class ReplicationSecondary {
     })
   }
 
-  /** Acks are coalesced: one frame per turn of the event loop carries the highest durable seq. */
   /** Record `seq` (whose frame arrived at `arrived`) is durable here: time it, then ack it. */
   private durable (ch: FrameChannel, seq: number, arrived: number): void {
     this.durableLatency.add(performance.now() - arrived)
     this.ack(ch, seq)
   }
 
+  /** Acks are coalesced: one frame per turn of the event loop carries the highest durable seq. */
   private ack (ch: FrameChannel, seq: number): void {
     if (seq > this.ackedSeq) this.ackedSeq = seq
     if (this.ackScheduled) return

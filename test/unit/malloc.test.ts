@@ -15,13 +15,16 @@ const child = `
   cycle()
   console.log(JSON.stringify({ tuned, faults: (process.resourceUsage().minorPageFault - before) / 100 }))
 `
-function run (arg: string, env: NodeJS.ProcessEnv = {}): { tuned: boolean | null, faults: number } {
+/** Runs `script` in a fresh node without an operator's MALLOC_* thresholds (plus `env`); its last line as JSON. */
+function runChild<T> (script: string, arg: string, env: NodeJS.ProcessEnv = {}): T {
   const clean = { ...process.env }
   delete clean.MALLOC_MMAP_THRESHOLD_
   delete clean.MALLOC_TRIM_THRESHOLD_
-  const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', child, arg], { env: { ...clean, ...env }, encoding: 'utf8' })
+  const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script, arg], { env: { ...clean, ...env }, encoding: 'utf8' })
   return JSON.parse(out.trim().split('\n').pop() as string)
 }
+
+const run = (arg: string, env: NodeJS.ProcessEnv = {}): { tuned: boolean | null, faults: number } => runChild(child, arg, env)
 
 t.test('tuneMalloc keeps freed request buffers for reuse: a new 1 MiB buffer costs no page faults; an operator\'s MALLOC_* environment wins', async t => {
   const plain = run('plain')
@@ -38,9 +41,9 @@ t.test('tuneMalloc keeps freed request buffers for reuse: a new 1 MiB buffer cos
 // next GC frees them): with the thresholds alone each is new heap, every page faulting on first
 // touch; after tuneMalloc's pre-fault they come from pages already written.
 const growth = `
-  const { tuneMalloc, Fuse, HEAP_PREFAULT } = await import(${JSON.stringify(join(REPO, 'dist/src/fuse/mount.js'))})
+  const { tuneMalloc, Fuse, HEAP_PREFAULT, MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD } = await import(${JSON.stringify(join(REPO, 'dist/src/fuse/mount.js'))})
   const log = { info () {}, warn () {}, debug () {} }
-  const tuned = process.argv[1] === 'prefault' ? tuneMalloc(log) : Fuse.tuneMalloc(32 << 20, 128 << 20)
+  const tuned = process.argv[1] === 'prefault' ? tuneMalloc(log) : Fuse.tuneMalloc(MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD)
   const before = process.resourceUsage().minorPageFault
   const live = []
   for (let i = 0; i < 48; i++) live.push(Buffer.allocUnsafeSlow(1 << 20).fill(i))
@@ -48,13 +51,7 @@ const growth = `
 `
 
 t.test('a fresh mount process finds its first 48 MiB of request buffers already faulted in: tuneMalloc pre-faults the heap', async t => {
-  const clean = { ...process.env }
-  delete clean.MALLOC_MMAP_THRESHOLD_
-  delete clean.MALLOC_TRIM_THRESHOLD_
-  const grow = (arg: string): { tuned: boolean, prefault: number, faults: number } => {
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', growth, arg], { env: clean, encoding: 'utf8' })
-    return JSON.parse(out.trim().split('\n').pop() as string)
-  }
+  const grow = (arg: string): { tuned: boolean, prefault: number, faults: number } => runChild(growth, arg)
   const cold = grow('thresholds-only')
   const warm = grow('prefault')
   t.equal(warm.tuned, true)
