@@ -42,26 +42,22 @@ export class MountDaemon {
   }
 
   async start (): Promise<void> {
+    // The role asked for on the command line; a store that recorded one keeps its own (replication.ts).
     const secondary = this.opts.replication?.role === 'secondary'
     // A secondary's store starts empty: its volume (init record or full copy) comes from the primary.
     this.opened = await openVolume(this.opts.store, { create: this.opts.create || secondary, replay: secondary, logger: this.log })
     const volumeId = this.opened.state.format?.volumeId ?? 'none-yet'
     try {
       const sizeLimit = this.opts.sizeLimit ?? await defaultSizeLimit(this.opts.store, this.opened.state.counters.usedBytes)
-      this.vol = makeVolume(this.opened, { sizeLimit, readOnly: secondary, logger: this.log })
-      if (!secondary) {
-        // A secondary's orphans are freed by the primary's purge records, never on its own.
-        const purged = await this.vol.purgeOrphans()
-        if (purged > 0) this.log.info({ purged }, 'freed files that were unlinked while open when the volume last stopped')
-        // A collection cut short by the last stop goes on where it was.
-        const vol = this.vol
-        if (this.opened.state.counters.garbageFrom !== undefined) {
-          void vol.collectGarbage().then(
-            freedBytes => this.log.info({ freedBytes }, 'finished the garbage collection the last run left pending'),
-            err => this.log.error({ err }, 'garbage collection failed; it resumes at the next snapshot command or mount'))
-        }
+      // Replicated volumes start read-only: their role (and fencing) is known once replication starts.
+      this.vol = makeVolume(this.opened, { sizeLimit, readOnly: this.opts.replication !== undefined, logger: this.log })
+      if (this.opts.replication !== undefined) {
+        this.repl = await VolumeReplication.start(this.opts.replication, this.opened, {
+          setWritable: w => this.setWritable(w)
+        }, this.log, { fresh: this.opened.created === true })
       }
-      if (this.opts.replication !== undefined) this.repl = await VolumeReplication.start(this.opts.replication, this.opened, this.log)
+      // A secondary's orphans are freed by the primary's purge records, never on its own.
+      if (!this.vol.readOnly) await this.housekeeping()
       this.fuse = new FuseMount(this.opts.mountpoint, this.vol, {
         allowOther: this.opts.allowOther, attrTimeout: this.opts.attrTimeout, fsname: `replfs:${volumeId.slice(0, 8)}`, logger: this.log
       })
@@ -84,6 +80,26 @@ export class MountDaemon {
     this.log.info({ volume: volumeId, store: this.opts.store, sizeLimit: this.vol.sizeLimit, seq: this.opened.state.counters.seq }, 'mounted')
   }
 
+  /** The volume takes writes (or stops); the first time it does, it frees what the last run left. */
+  private setWritable (writable: boolean): void {
+    if (this.vol === undefined) return
+    this.vol.readOnly = !writable
+    if (writable && this.fuse !== undefined) void this.housekeeping()
+  }
+
+  private housekept = false
+  private async housekeeping (): Promise<void> {
+    if (this.housekept) return
+    this.housekept = true
+    const purged = await this.vol.purgeOrphans().catch(err => { this.log.error({ err }, 'freeing orphans failed'); return 0 })
+    if (purged > 0) this.log.info({ purged }, 'freed files that were unlinked while open when the volume last stopped')
+    if (this.opened.state.counters.garbageFrom !== undefined) {
+      void this.vol.collectGarbage().then(
+        freedBytes => this.log.info({ freedBytes }, 'finished the garbage collection the last run left pending'),
+        err => this.log.error({ err }, 'garbage collection failed; it resumes at the next snapshot command or mount'))
+    }
+  }
+
   private async command (req: { cmd: string }): Promise<unknown> {
     switch (req.cmd) {
       case 'status': return this.status()
@@ -91,6 +107,8 @@ export class MountDaemon {
       case 'verify':
         if (this.repl === null) throw Object.assign(new Error('this volume is not replicated'), { code: 'BAD_ARGUMENT' })
         return await this.repl.verify()
+      case 'promote': return await this.replication().promote({ force: (req as { force?: unknown }).force === true })
+      case 'demote': return await this.replication().demote({ force: (req as { force?: unknown }).force === true })
       case 'unmount':
         setImmediate(() => { void this.stop() })
         return { unmounting: this.opts.mountpoint }
@@ -98,10 +116,15 @@ export class MountDaemon {
     }
   }
 
+  private replication (): VolumeReplication {
+    if (this.repl === null) throw new ReplfsError('BAD_ARGUMENT', 'this volume is not replicated', { hint: 'Mount it with --role, --listen and --peer' })
+    return this.repl
+  }
+
   /** Snapshot commands: they change state, so they run on the primary (or a standalone volume). */
   private async snapshotCommand (req: { op?: unknown, name?: unknown, path?: unknown, writable?: unknown, space?: unknown }): Promise<unknown> {
     if (req.op === 'list') return await this.vol.listSnapshots({ space: req.space === true })
-    if (this.opts.replication?.role === 'secondary') {
+    if (this.repl !== null && (this.repl.role === 'secondary' || this.repl.node.fenced)) {
       throw new ReplfsError('BAD_ARGUMENT', `snapshot ${String(req.op)} changes the volume, so it runs on the primary; this is the secondary`, {
         hint: 'Run it on the primary: its snapshot commands reach this host in the replication stream'
       })
@@ -122,7 +145,8 @@ export class MountDaemon {
       mountpoint: this.opts.mountpoint,
       store: this.opts.store,
       volume: s.format?.volumeId,
-      role: this.opts.replication?.role ?? 'standalone',
+      role: this.repl?.role ?? 'standalone',
+      readOnly: this.vol.readOnly,
       seq: s.counters.seq,
       usedBytes: s.counters.usedBytes,
       inodes: s.counters.inodes,

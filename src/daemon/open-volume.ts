@@ -6,6 +6,7 @@ import { nowNs } from '../fs/clock.js'
 import { RecordLog } from '../log/record-log.js'
 import { BLOCK_SIZE } from '../store/keys.js'
 import { Store } from '../store/store.js'
+import { StagedResync } from '../store/range-sync.js'
 import { discardPartialCopy } from '../store/state-transfer.js'
 import { VolumeState, newVolumeId } from '../store/volume-state.js'
 
@@ -13,6 +14,8 @@ export interface OpenedVolume {
   store: Store
   state: VolumeState
   log: RecordLog
+  /** The volume was made by this open: no other host can hold a newer state of it. */
+  created?: boolean
 }
 
 /**
@@ -25,6 +28,10 @@ export async function openVolume (dir: string, opts: { create: boolean, logger: 
     if (await discardPartialCopy(store)) {
       opts.logger.warn({ store: dir }, 'a full copy from the primary was interrupted; the store was emptied and will be copied again')
     }
+    const resync = await StagedResync.recover(store)
+    if (resync === 'applied') opts.logger.warn({ store: dir }, 'a resync was interrupted while its checked data went in: finished applying it')
+    if (resync === 'discarded') opts.logger.warn({ store: dir }, 'a resync was interrupted before its data was complete: the state from before it is kept, and the resync starts again')
+    if (resync === 'emptied') opts.logger.warn({ store: dir }, 'the first copy from the primary was interrupted: the store was emptied and will be copied again')
     const state = await VolumeState.load(store)
     const log = new RecordLog(state, opts.logger)
     store.onReset = async err => {
@@ -32,7 +39,9 @@ export async function openVolume (dir: string, opts: { create: boolean, logger: 
       await state.reload()
       log.rolledBack()
     }
+    let created = false
     if (state.format === null && opts.replay !== true) {
+      created = true
       if (!opts.create) throw new ReplfsError('STORE_MISSING', `${dir} holds no replfs volume`, { hint: `Create one with: replfs init --store ${dir}` })
       const r = await log.submit(() => ({
         type: 'init', volumeId: newVolumeId(), blockSize: BLOCK_SIZE, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mode: opts.mode ?? 0o755, time: nowNs()
@@ -41,7 +50,7 @@ export async function openVolume (dir: string, opts: { create: boolean, logger: 
       await store.sync()
       opts.logger.info({ volume: state.format!.volumeId, store: dir }, 'volume created')
     }
-    return { store, state, log }
+    return { store, state, log, created }
   } catch (err) {
     await store.close().catch(() => {})
     throw err

@@ -4,15 +4,18 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { Fuse } from '../fuse/mount.js'
 import { JournalFile } from '../log/journal-file.js'
-import { type Endpoint, type TlsFiles, Redialer, formatEndpoint, listen, loadTls } from '../net/transport.js'
+import { ReplfsError } from '../errors.js'
+import { type Endpoint, type TlsFiles, type TlsMaterial, Redialer, formatEndpoint, listen, loadTls } from '../net/transport.js'
 import type { ChannelOptions } from '../repl/channel.js'
-import { FrameChannel } from '../repl/channel.js'
-import { PeerRefusal } from '../repl/handshake.js'
-import { DEFAULT_CHANNEL, ReplicationPrimary, type ReplicationMode, type VerifyResult } from '../repl/primary.js'
+import type { SplitBrainPolicy } from '../repl/generations.js'
+import { PeerRefusal, RoleHandover } from '../repl/handshake.js'
+import { NodeGenerations } from '../repl/node-state.js'
+import { ReplicationPrimary, type ReplicationMode, type VerifyResult } from '../repl/primary.js'
 import { ReplicationSecondary } from '../repl/secondary.js'
 import type { OpenedVolume } from './open-volume.js'
 
 export interface ReplicationConfig {
+  /** The role of a store that has never recorded one; a store's own recorded role wins. */
   role: 'primary' | 'secondary'
   listen: Endpoint
   peer: Endpoint
@@ -22,27 +25,43 @@ export interface ReplicationConfig {
   tls: TlsFiles | null
   journalBytes?: number
   channel?: Partial<ChannelOptions>
+  policy?: SplitBrainPolicy
+  /** Start as a writable primary without waiting for the peer's word (mount --force). */
+  force?: boolean
+}
+
+/** What the replication side needs of the mounted volume above it. */
+export interface VolumeHooks {
+  /** The volume takes writes (primary, confirmed) or not (secondary, or fenced). */
+  setWritable: (writable: boolean) => void
+  onStateReplaced?: () => void
 }
 
 /**
  * Wires one volume into replication: its journal file, the listener every node runs (so roles
- * can swap without new addresses), and the dialing primary or the accepting secondary.
+ * can swap without new addresses), the role this host holds (stored in its store), and the
+ * changes of role: promote, demote, and a fenced primary that learns its peer is newer.
  */
 export class VolumeReplication {
   private server: Server | null = null
   private dialer: Redialer | null = null
   private primary: ReplicationPrimary | null = null
   private secondary: ReplicationSecondary | null = null
+  private tls: TlsMaterial | null = null
+  private transition: Promise<unknown> = Promise.resolve()
   private readonly log: Logger
 
-  private constructor (readonly config: ReplicationConfig, private readonly opened: OpenedVolume, readonly journal: JournalFile, logger: Logger) {
-    this.log = logger.child({ role: config.role })
+  private constructor (readonly config: ReplicationConfig, private readonly opened: OpenedVolume, readonly journal: JournalFile,
+    readonly node: NodeGenerations, private readonly hooks: VolumeHooks, logger: Logger) {
+    this.log = logger.child({ component: 'replication' })
   }
 
-  static async start (config: ReplicationConfig, opened: OpenedVolume, logger: Logger): Promise<VolumeReplication> {
+  static async start (config: ReplicationConfig, opened: OpenedVolume, hooks: VolumeHooks, logger: Logger, opts: { fresh?: boolean } = {}): Promise<VolumeReplication> {
     const journal = await JournalFile.open({ dir: join(opened.store.dir, 'journal'), maxBytes: config.journalBytes, releasePages: Fuse.releasePages, logger }, opened.state.counters.seq)
     opened.log.journal = journal
-    const r = new VolumeReplication(config, opened, journal, logger)
+    const node = await NodeGenerations.load(opened.store, { role: config.role, volumeId: opened.state.format?.volumeId ?? null, fresh: opts.fresh, force: config.force })
+    if (node.role !== config.role) logger.warn({ stored: node.role, given: config.role }, 'this store last ran in another role than --role asks: it keeps its own (change it with replfs promote / demote)')
+    const r = new VolumeReplication(config, opened, journal, node, hooks, logger)
     try {
       await r.begin()
     } catch (err) {
@@ -52,52 +71,152 @@ export class VolumeReplication {
     return r
   }
 
+  get role (): 'primary' | 'secondary' { return this.node.role }
+
   private async begin (): Promise<void> {
     const c = this.config
-    const tls = c.tls === null ? null : await loadTls(c.tls)
-    const common = { log: this.opened.log, journal: this.journal, secret: c.secret, logger: this.log, channel: c.channel }
-    if (c.role === 'primary') {
-      const primary = new ReplicationPrimary({ ...common, mode: c.mode })
-      this.primary = primary
-      this.server = await listen(c.listen, tls, (s, peer) => this.refuseInbound(s, peer), this.log)
-      this.dialer = new Redialer(c.peer, tls, async (s, peer) => {
-        try {
-          await primary.serve(s, peer)
-        } catch (err) {
-          const level = err instanceof PeerRefusal ? 'error' : 'warn'
-          this.log[level]({ err, peer }, 'replication to the secondary stopped; retrying')
-          throw err
-        }
-      }, this.log)
-      this.dialer.start()
-    } else {
-      const secondary = new ReplicationSecondary(common)
-      this.secondary = secondary
-      this.server = await listen(c.listen, tls, (s, peer) => { secondary.serve(s, peer).catch(() => {}) }, this.log, err => {
-        secondary.noteError(Object.assign(new Error(`TLS handshake with a connecting peer failed: ${err.message}`), { code: 'AUTH_FAILED' }))
-      })
-    }
-    this.log.info({ listen: formatEndpoint(c.listen), peer: formatEndpoint(c.peer), mode: c.mode, tls: tls !== null, auth: c.secret !== null }, 'replication started')
+    this.tls = c.tls === null ? null : await loadTls(c.tls)
+    this.server = await listen(c.listen, this.tls, (s, peer) => this.inbound(s, peer), this.log, err => {
+      this.current()?.noteError(Object.assign(new Error(`TLS handshake with a connecting peer failed: ${err.message}`), { code: 'AUTH_FAILED' }))
+    })
+    if (this.node.role === 'primary') this.becomePrimary()
+    else this.becomeSecondary()
+    if (this.node.fenced) this.log.warn('this primary restarted: it takes no writes until its peer confirms it holds nothing newer (or: replfs promote --force)')
+    this.log.info({ listen: formatEndpoint(c.listen), peer: formatEndpoint(c.peer), role: this.node.role, fenced: this.node.fenced, mode: c.mode, tls: this.tls !== null, auth: c.secret !== null, generation: this.node.current?.id }, 'replication started')
   }
 
-  /** A primary takes no inbound replication: a peer dialing it believes it is primary too. */
-  private refuseInbound (s: Duplex, peer: string): void {
-    const ch = new FrameChannel(s, DEFAULT_CHANNEL)
-    void ch.next().then(() => {
-      const message = `a peer at ${peer} tried to replicate to this node, but this node is primary: two primaries (split brain)?`
-      this.log.error({ peer }, message)
-      this.primary?.noteError(new PeerRefusal('ROLE_CONFLICT', message, false))
-      ch.close({ code: 'ROLE_CONFLICT', message: 'this node is primary; it does not accept a primary' })
-    }, () => ch.close())
+  private current (): ReplicationPrimary | ReplicationSecondary | null { return this.primary ?? this.secondary }
+
+  private common (): { log: OpenedVolume['log'], journal: JournalFile, secret: Buffer | null, logger: Logger, channel?: Partial<ChannelOptions>, node: NodeGenerations, policy?: SplitBrainPolicy } {
+    const c = this.config
+    return { log: this.opened.log, journal: this.journal, secret: c.secret, logger: this.log, channel: c.channel, node: this.node, policy: c.policy }
+  }
+
+  /** Runs the primary side and its dialer; the volume takes writes unless fenced. */
+  private becomePrimary (): void {
+    const primary = new ReplicationPrimary({ ...this.common(), mode: this.config.mode, onConfirmed: () => this.hooks.setWritable(true) })
+    this.primary = primary
+    this.hooks.setWritable(!this.node.fenced)
+    const dialer = new Redialer(this.config.peer, this.tls, async (s, peer) => { await this.session(primary, s, peer, true, dialer) }, this.log)
+    this.dialer = dialer
+    dialer.start()
+  }
+
+  private becomeSecondary (): void {
+    this.hooks.setWritable(false)
+    this.secondary = new ReplicationSecondary({ ...this.common(), onStateReplaced: this.hooks.onStateReplaced })
+  }
+
+  private inbound (s: Duplex, peer: string): void {
+    if (this.primary !== null) {
+      this.session(this.primary, s, peer, false, null).catch(() => {})
+    } else {
+      this.secondary?.serve(s, peer).catch(() => {})
+    }
+  }
+
+  /** One connection on the primary side; when the peer turns out to be the source, this node demotes itself and receives on it. */
+  private async session (primary: ReplicationPrimary, s: Duplex, peer: string, dialed: boolean, dialer: Redialer | null): Promise<void> {
+    try {
+      await primary.serve(s, peer, { dialed })
+    } catch (err) {
+      if (err instanceof RoleHandover) {
+        dialer?.halt()
+        await this.exclusive(async () => {
+          this.log.warn({ peer, reason: err.message }, 'the peer is newer: this node becomes its secondary')
+          await this.switchTo('secondary')
+        })
+        this.secondary?.serveHandover(err).catch(() => {})
+        return
+      }
+      const level = err instanceof PeerRefusal ? 'error' : 'warn'
+      this.log[level]({ err, peer }, 'replication to the peer stopped; retrying')
+      throw err
+    }
+  }
+
+  private async exclusive<T> (fn: () => Promise<T>): Promise<T> {
+    const p = this.transition.then(fn, fn)
+    this.transition = p.catch(() => {})
+    return await p
+  }
+
+  /** Stops the side this node runs and starts the other (or the same, afresh), storing the role first. */
+  private async switchTo (role: 'primary' | 'secondary', opts: { promoteAt?: number } = {}): Promise<void> {
+    this.hooks.setWritable(false)
+    const dialer = this.dialer
+    this.dialer = null
+    dialer?.halt()
+    await this.primary?.close()
+    await this.secondary?.close()
+    this.primary = null
+    this.secondary = null
+    if (role === 'primary') {
+      if (opts.promoteAt !== undefined) await this.node.promote(opts.promoteAt)
+      this.becomePrimary()
+    } else {
+      await this.node.demote()
+      this.becomeSecondary()
+    }
+    void dialer?.stop()
+  }
+
+  /**
+   * This secondary becomes the writable primary, in a new generation. Refused while a resync is
+   * under way (its state is not yet one the source had) or while the peer is connected as primary,
+   * unless forced.
+   */
+  async promote (opts: { force?: boolean } = {}): Promise<Record<string, unknown>> {
+    return await this.exclusive(async () => {
+      if (this.node.role === 'primary' && !this.node.fenced) return { role: 'primary', generation: this.node.current, changed: false }
+      const s = this.secondary
+      if (s !== null && opts.force !== true) {
+        if (s.phase === 'resyncing') throw new ReplfsError('BAD_ARGUMENT', 'a resync is under way: this node does not hold a state the primary had yet', { hint: 'Wait for it (replfs status), or: replfs promote --force (the state from before the resync is what you get)' })
+        if (s.phase === 'streaming') throw new ReplfsError('BAD_ARGUMENT', 'the primary is connected and streaming to this node: demote it first, or use replfs switchover on it', { hint: 'Planned: replfs switchover <mountpoint> on the primary. Or: replfs promote --force (split brain)' })
+      }
+      await this.opened.log.settle()
+      const seq = this.opened.state.counters.seq
+      if (this.node.role === 'primary') {
+        // A fenced primary told to go on: same generation would fork history silently, so a new one.
+        await this.node.promote(seq)
+        this.hooks.setWritable(true)
+      } else {
+        await this.switchTo('primary', { promoteAt: seq })
+      }
+      this.log.warn({ seq, generation: this.node.current?.id, force: opts.force === true }, 'promoted: this node is the writable primary')
+      return { role: 'primary', generation: this.node.current, seq, changed: true }
+    })
+  }
+
+  /** This primary becomes a read-only secondary, once the peer holds everything it has (unless forced). */
+  async demote (opts: { force?: boolean, timeoutMs?: number } = {}): Promise<Record<string, unknown>> {
+    return await this.exclusive(async () => {
+      if (this.node.role === 'secondary') return { role: 'secondary', changed: false }
+      this.hooks.setWritable(false)
+      await this.opened.log.settle()
+      const seq = this.opened.state.counters.seq
+      const p = this.primary
+      if (opts.force !== true && p !== null) {
+        try {
+          await p.waitAcked(seq, opts.timeoutMs ?? 30_000)
+        } catch (err) {
+          this.hooks.setWritable(!this.node.fenced)
+          throw err
+        }
+      }
+      await this.switchTo('secondary')
+      this.log.warn({ seq, force: opts.force === true }, 'demoted: this node is a read-only secondary')
+      return { role: 'secondary', seq, changed: true }
+    })
   }
 
   status (): Record<string, unknown> {
-    return this.primary?.status() ?? this.secondary?.status() ?? {}
+    return { ...(this.current()?.status() ?? {}), role: this.node.role, fenced: this.node.fenced, generation: this.node.current ?? null, history: this.node.history.length }
   }
 
   async verify (): Promise<VerifyResult> {
     if (this.primary === null) {
-      throw Object.assign(new Error('verify runs on the primary: it compares both sides at one point of its stream'), { code: 'BAD_ARGUMENT', hint: 'Run replfs verify on the primary host' })
+      throw new ReplfsError('BAD_ARGUMENT', 'verify runs on the primary: it compares both sides at one point of its stream', { hint: 'Run replfs verify on the primary host' })
     }
     return await this.primary.verify()
   }

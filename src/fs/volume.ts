@@ -65,7 +65,8 @@ interface Handle { ino: number, flags: number, errSeen: number }
 /** The directory (not listed in the root) through which snapshots are read. */
 export const SNAPSHOTS_DIR = '.snapshots'
 
-export interface SnapshotInfo { name: string, seq: number, created: string, writable: boolean, layers: number, heldBytes?: number }
+/** `diverged`: holds the other host's writes from a split brain (read-only; see docs/snapshots.md). */
+export interface SnapshotInfo { name: string, seq: number, created: string, writable: boolean, diverged?: true, layers: number, heldBytes?: number }
 
 const EMPTY_ROOT: Inode = {
   ino: ROOT_INO, mode: S_IFDIR | 0o755, uid: 0, gid: 0, nlink: 2, size: 0, bytes: 0, rdev: 0,
@@ -90,7 +91,8 @@ export class Volume {
   private readonly openCounts = new Map<number, number>()
   private readonly hidden = new Map<string, number>()
   private nextFh = 1
-  readonly readOnly: boolean
+  /** A secondary, or a primary that has not yet heard from its peer after a restart: EROFS. */
+  readOnly: boolean
   sizeLimit: number
   private readonly logger: Logger
   private collecting: Promise<number> | null = null
@@ -600,12 +602,16 @@ export class Volume {
     return n
   }
 
-  /** Whether an inode cannot change: the .snapshots directory, and inodes of read-only snapshots. */
+  /**
+   * Whether an inode cannot change: the .snapshots directory, and inodes of read-only snapshots.
+   * A diverged snapshot is one: only its fills write into it.
+   */
   private frozen (ino: number): boolean {
     if (!inSnapshot(ino)) return false
     if (ino === SNAPSHOTS_DIR_INO) return true
     const id = viewOf(ino)
-    return this.state.snapshots.find(s => s.id === id)?.writable !== true
+    const s = this.state.snapshots.find(s => s.id === id)
+    return s?.writable !== true || s.diverged === true
   }
 
   /** Any change aimed at a frozen inode is EROFS, whichever path led to it. */
@@ -689,7 +695,14 @@ export class Volume {
 
   private snapshotInfo (name: string): SnapshotInfo {
     const s = this.mustSnapshot(name)
-    return { name: s.name, seq: s.seq, created: new Date(Number(BigInt(s.time) / 1_000_000n)).toISOString(), writable: s.writable === true, layers: s.chain.length }
+    return {
+      name: s.name,
+      seq: s.seq,
+      created: new Date(Number(BigInt(s.time) / 1_000_000n)).toISOString(),
+      writable: s.writable === true,
+      ...(s.diverged === true ? { diverged: true as const } : {}),
+      layers: s.chain.length
+    }
   }
 
   private mustSnapshot (name: string): SnapshotMeta {

@@ -4,19 +4,76 @@ import { RECORD_VERSION, type LogRecord, type RecordType } from './records.js'
 /**
  * Binary record encoding, used by the journal (and the wire): a version byte, a type code, the
  * JSON of the scalar fields (bigints as decimal strings), then the record's binary payload
- * (write data, xattr value) raw, so big payloads are never base64'd or JSON-escaped.
+ * (write data, xattr value raw; a fill's entries as lengths and bytes), so big payloads are
+ * never base64'd or JSON-escaped.
  */
 
 const TYPE_CODES: Record<RecordType, number> = {
   init: 1, mknod: 2, link: 3, unlink: 4, rmdir: 5, rename: 6, setattr: 7, write: 8, setxattr: 9, removexattr: 10, purge: 11,
-  'snapshot-create': 12, 'snapshot-delete': 13, 'snapshot-restore': 14, 'snapshot-refresh': 15, 'collect-garbage': 16
+  'snapshot-create': 12, 'snapshot-delete': 13, 'snapshot-restore': 14, 'snapshot-refresh': 15, 'collect-garbage': 16,
+  'snapshot-diverged': 17, 'snapshot-fill': 18
 }
 const TYPES_BY_CODE = new Map<number, RecordType>(
   (Object.entries(TYPE_CODES) as Array<[RecordType, number]>).map(([k, v]) => [v, k])
 )
 
 const BIGINT_FIELDS = new Set(['time', 'atime', 'mtime'])
-const PAYLOAD_FIELD: Partial<Record<RecordType, string>> = { write: 'data', setxattr: 'value' }
+
+/** The field a record type carries as its binary payload, and how that field becomes bytes and back. */
+interface PayloadCodec {
+  field: string
+  encode: (value: unknown) => Buffer
+  decode: (payload: Buffer) => unknown
+}
+
+/** A Buffer field, carried as is. */
+function raw (field: string): PayloadCodec {
+  return {
+    field,
+    encode: v => v as Buffer,
+    // A view when the payload is most of its memory (a record received whole, e.g. a 1 MiB
+    // write); a copy when it is a sliver of a bigger buffer, which a view would keep alive.
+    decode: p => p.length >= p.buffer.byteLength / 2 ? p : Buffer.from(p)
+  }
+}
+
+/** [base, value] pairs, each as u32 length + base, u32 length + value. */
+const ENTRIES: PayloadCodec = {
+  field: 'entries',
+  encode: v => {
+    const entries = v as Array<[Buffer, Buffer]>
+    let len = 0
+    for (const [k, val] of entries) len += 8 + k.length + val.length
+    const out = payloadWithHeadroom(len)
+    let off = 0
+    for (const [k, val] of entries) {
+      off = out.writeUInt32BE(k.length, off); off += k.copy(out, off)
+      off = out.writeUInt32BE(val.length, off); off += val.copy(out, off)
+    }
+    return out
+  },
+  decode: p => {
+    // A fill record is its entries: views of it keep nothing else alive.
+    const whole = p.length >= p.buffer.byteLength / 2 ? p : Buffer.from(p)
+    const entries: Array<[Buffer, Buffer]> = []
+    const part = (off: number): Buffer => {
+      if (off + 4 > whole.length) throw invalid('snapshot-fill entries end inside a length')
+      const n = whole.readUInt32BE(off)
+      if (off + 4 + n > whole.length) throw invalid('snapshot-fill entry overruns the payload')
+      return whole.subarray(off + 4, off + 4 + n)
+    }
+    for (let off = 0; off < whole.length;) {
+      const k = part(off)
+      off += 4 + k.length
+      const val = part(off)
+      off += 4 + val.length
+      entries.push([k, val])
+    }
+    return entries
+  }
+}
+
+const PAYLOADS: Partial<Record<RecordType, PayloadCodec>> = { write: raw('data'), setxattr: raw('value'), 'snapshot-fill': ENTRIES }
 
 /**
  * Bytes kept free in front of a payload made by `payloadWithHeadroom`, so `encodeRecordParts` can
@@ -52,12 +109,12 @@ export function encodeRecord (rec: LogRecord, opts: EncodeOptions = {}): Buffer 
  * payload; or as one Buffer when the payload has room for the header in front of it.
  */
 export function encodeRecordParts (rec: LogRecord, opts: EncodeOptions = {}): Buffer[] {
-  const payloadField = PAYLOAD_FIELD[rec.type]
+  const codec = PAYLOADS[rec.type]
   const fields: Record<string, unknown> = {}
   let payload: Buffer | undefined
   for (const [k, v] of Object.entries(rec)) {
     if (k === 'type') continue
-    if (k === payloadField) { payload = v as Buffer; continue }
+    if (k === codec?.field) { payload = codec.encode(v); continue }
     fields[k] = typeof v === 'bigint' ? v.toString() : v
   }
   if (payload !== undefined) fields.payloadLength = payload.length
@@ -106,16 +163,13 @@ export function decodeRecord (buf: Buffer): LogRecord {
     if (k === 'payloadLength' || k === 'payloadOmitted') continue
     rec[k] = BIGINT_FIELDS.has(k) && typeof v === 'string' ? BigInt(v) : v
   }
-  const payloadField = PAYLOAD_FIELD[type]
-  if (payloadField !== undefined) {
+  const codec = PAYLOADS[type]
+  if (codec !== undefined) {
     const len = f.payloadLength
     if (typeof len !== 'number') throw invalid(`${type} record without payloadLength`)
     if (f.payloadOmitted === true) throw invalid(`${type} record was journaled without its payload`)
     if (6 + jsonLen + len !== buf.length) throw invalid(`${type} payload is ${buf.length - 6 - jsonLen} bytes, header says ${len}`)
-    // A view when the payload is most of its memory (a record received whole, e.g. a 1 MiB
-    // write); a copy when it is a sliver of a bigger buffer, which a view would keep alive.
-    const payload = buf.subarray(6 + jsonLen)
-    rec[payloadField] = payload.length >= payload.buffer.byteLength / 2 ? payload : Buffer.from(payload)
+    rec[codec.field] = codec.decode(buf.subarray(6 + jsonLen))
   } else if (6 + jsonLen !== buf.length) {
     throw invalid('trailing bytes after record')
   }

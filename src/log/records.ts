@@ -90,6 +90,22 @@ export interface SnapshotRestoreRecord { type: 'snapshot-restore', name: string,
 export interface SnapshotRefreshRecord { type: 'snapshot-refresh', name: string, time: bigint }
 
 /**
+ * After a split brain, on the host that survives: a read-only snapshot made to hold the yielding
+ * host's live view (whose `inodes` it counts). Like a writable snapshot, it gets a top layer of
+ * its own (the live view gets a new top too), empty until the snapshot-fill records that follow.
+ * A name that exists is refused with SNAPSHOT_EXISTS.
+ */
+export interface SnapshotDivergedRecord { type: 'snapshot-diverged', name: string, time: bigint, inodes: number }
+
+/**
+ * Puts `entries` into a diverged snapshot's own top layer: each a layered state base (inode,
+ * dirent, block or xattr, without a layer suffix) and its value there (empty: a tombstone),
+ * strictly ascending by base, FILL_MAX_BYTES in all at most (src/store/diverged.ts). Together
+ * the fills make the snapshot show the yielding host's view.
+ */
+export interface SnapshotFillRecord { type: 'snapshot-fill', name: string, entries: Array<[base: Buffer, value: Buffer]> }
+
+/**
  * One bounded step of the garbage collection a delete, restore or refresh leaves pending (from
  * the cursor in the counters): a long collection is many small records with writes between
  * them, instead of one that stalls every writer. Without limits it takes the format's standard
@@ -101,11 +117,11 @@ export type LogRecord =
   | InitRecord | MknodRecord | LinkRecord | UnlinkRecord | RmdirRecord | RenameRecord
   | SetattrRecord | WriteRecord | SetxattrRecord | RemovexattrRecord | PurgeRecord
   | SnapshotCreateRecord | SnapshotDeleteRecord | SnapshotRestoreRecord | SnapshotRefreshRecord
-  | CollectGarbageRecord
+  | SnapshotDivergedRecord | SnapshotFillRecord | CollectGarbageRecord
 
 export type RecordType = LogRecord["type"]
 
-/** Data records may be group-applied; commands are never batched across. */
+/** Data records may be group-applied; commands (snapshot-diverged and snapshot-fill among them) are never batched across. */
 export function isCommand (r: LogRecord): boolean {
   return r.type === 'init' || r.type.startsWith('snapshot-') || r.type === 'collect-garbage'
 }

@@ -23,7 +23,7 @@ export function formatEndpoint (e: Endpoint): string {
 }
 
 export interface TlsFiles { cert: string, key: string, ca: string }
-interface TlsMaterial { cert: Buffer, key: Buffer, ca: Buffer }
+export interface TlsMaterial { cert: Buffer, key: Buffer, ca: Buffer }
 
 export async function loadTls (files: TlsFiles): Promise<TlsMaterial> {
   const read = async (p: string, what: string): Promise<Buffer> => {
@@ -138,6 +138,15 @@ export class Redialer {
     if (this.stopped) return
     await new Promise<void>(resolve => { this.sleeping = { timer: setTimeout(resolve, ms), resolve } })
     this.sleeping = null
+  }
+
+  /**
+   * Stops redialing but leaves the current connection open: its stream was handed on (a primary
+   * that demoted itself goes on receiving on it). Callable from inside a session.
+   */
+  halt (): void {
+    this.stopped = true
+    if (this.sleeping !== null) { clearTimeout(this.sleeping.timer); this.sleeping.resolve() }
   }
 
   /** Stops redialing and ends the current connection (its session then returns). */

@@ -9,8 +9,8 @@ import { ReplfsError } from '../errors.js'
  * sent back to its author (roles), or against another volume.
  */
 
-export const PROTOCOL_MIN = 1
-export const PROTOCOL_MAX = 1
+export const PROTOCOL_MIN = 2
+export const PROTOCOL_MAX = 2
 
 export type Role = 'primary' | 'secondary'
 

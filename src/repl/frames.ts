@@ -23,7 +23,12 @@ export const FrameType = {
   VERIFY_RES: 9,
   PING: 10,
   ERROR: 11,
-  COPY_BEGIN: 12
+  COPY_BEGIN: 12,
+  STATE: 13,
+  RESYNC: 14,
+  RANGES: 15,
+  RANGE_KEYS: 16,
+  RANGE_DELTA: 17
 } as const
 export type FrameTypeName = keyof typeof FrameType
 

@@ -1,29 +1,35 @@
 import { ReplfsError } from '../errors.js'
 import { PROTOCOL_MAX, PROTOCOL_MIN, type Role, checkProof, isNonce, newNonce, pickProtocol, proof } from './auth.js'
 import type { FrameChannel } from './channel.js'
+import { type Decision, type Generation, HISTORY_MAX, type NodeView, SPLIT_BRAIN_POLICIES, decide } from './generations.js'
 import { type Frame, type FrameTypeName, parseJsonBody } from './frames.js'
 
 /**
- * Connection setup. The primary dials; both sides prove they hold the shared secret (each
- * signs both nonces, its role and the volume id, so a proof cannot be replayed or reflected),
- * then the secondary reports what it has applied and the primary says where streaming starts.
+ * Connection setup. A primary dials (a restarted, fenced one too); both sides prove they hold the
+ * shared secret (each signs both nonces, its side of the connection and the volume id, so a proof
+ * cannot be replayed or reflected), then both tell their role, generations and seq, and each
+ * decides on its own, with the same pure function (generations.ts), who sends from where.
  *
- *   primary   -> HELLO {protocols, role, volumeId, nonce, auth}
- *   secondary -> HELLO {protocol, role, volumeId|null, nonce, proof}
- *   primary   -> AUTH  {proof}
- *   secondary -> ACK   {seq, crc}          last applied record and its checksum
- *   primary   -> START {mode: resume|copy, from, sync, primarySeq}
+ *   dialer   -> HELLO {protocols, role, volumeId, nonce, auth}
+ *   listener -> HELLO {protocol, role, volumeId|null, nonce, proof}
+ *   dialer   -> AUTH  {proof}
+ *   dialer   -> STATE {role, fenced, history, seq, crc, policy}
+ *   listener -> STATE {...}
+ *   source   -> START {mode: resume|diff, from, sync, primarySeq, history, diverged}
  *
  * Either side may answer ERROR {code, message} instead and close: that is how a refused peer
  * learns why.
  */
 
-interface HelloFromPrimary { protocolMin: number, protocolMax: number, role: Role, volumeId: string, nonce: string, auth: boolean }
-interface HelloFromSecondary { protocol: number, role: Role, volumeId: string | null, nonce: string, auth: boolean, proof: string | null }
-export interface StartFrame { mode: 'resume' | 'copy', from: number, sync: boolean, primarySeq: number }
+interface HelloFromDialer { protocolMin: number, protocolMax: number, role: Role, volumeId: string, nonce: string, auth: boolean }
+interface HelloFromListener { protocol: number, role: Role, volumeId: string | null, nonce: string, auth: boolean, proof: string | null }
+export interface StartFrame { mode: 'resume' | 'diff', from: number, sync: boolean, primarySeq: number, history: Generation[], diverged: boolean }
+
+/** What a side says of itself once authenticated: its generations and where its records end. */
+export interface PeerState extends NodeView { volumeId: string | null, crc: number | null }
 
 /** Refusals both sides log and show in `status`: the code says what an operator must fix. */
-export type RefusalCode = 'AUTH_FAILED' | 'VOLUME_MISMATCH' | 'PROTOCOL' | 'ROLE_CONFLICT' | 'PEER_AHEAD' | 'DIVERGED' | 'BAD_FRAME' | 'APPLY_FAILED'
+export type RefusalCode = 'AUTH_FAILED' | 'VOLUME_MISMATCH' | 'PROTOCOL' | 'ROLE_CONFLICT' | 'SPLIT_BRAIN' | 'PEER_NEWER' | 'NO_VOLUME' | 'BAD_FRAME' | 'APPLY_FAILED'
 
 export class PeerRefusal extends ReplfsError {
   constructor (readonly refusal: RefusalCode, message: string, readonly byPeer: boolean) {
@@ -65,17 +71,17 @@ export function peerError (f: Frame): PeerRefusal {
 
 function str (v: unknown): v is string { return typeof v === 'string' && v.length > 0 && v.length < 200 }
 
-export interface PrimaryHandshakeResult { protocol: number, peerSeq: number, peerCrc: number | null, peerVolumeId: string | null }
+export interface Negotiated { protocol: number, peer: PeerState, decision: Decision }
 
-export async function primaryHandshake (ch: FrameChannel, me: { volumeId: string, secret: Buffer | null }): Promise<PrimaryHandshakeResult> {
+/** The dialing side. `view` is asked once the peer has proven itself. */
+export async function dialerHandshake (ch: FrameChannel, me: { volumeId: string, secret: Buffer | null, view: () => Promise<PeerState> }): Promise<Negotiated> {
   const nonce = newNonce()
-  ch.sendJson('HELLO', { protocolMin: PROTOCOL_MIN, protocolMax: PROTOCOL_MAX, role: 'primary', volumeId: me.volumeId, nonce, auth: me.secret !== null } satisfies HelloFromPrimary)
+  ch.sendJson('HELLO', { protocolMin: PROTOCOL_MIN, protocolMax: PROTOCOL_MAX, role: 'primary', volumeId: me.volumeId, nonce, auth: me.secret !== null } satisfies HelloFromDialer)
   const helloFrame = await expectFrame(ch, 'HELLO').catch((err: Error) => {
     if (err instanceof PeerRefusal) throw err
-    throw new ReplfsError('PEER_REFUSED', `the peer closed the connection before answering (${err.message}): a TLS certificate it does not accept, TLS on one side only, or not a replfs secondary`, { cause: err })
+    throw new ReplfsError('PEER_REFUSED', `the peer closed the connection before answering (${err.message}): a TLS certificate it does not accept, TLS on one side only, or not a replfs node`, { cause: err })
   })
-  const hello = parseJsonBody<HelloFromSecondary>(helloFrame)
-  if (hello.role !== 'secondary') refuse(ch, 'ROLE_CONFLICT', `the peer is ${String(hello.role)} too: two primaries (split brain); demote one with --role secondary`)
+  const hello = parseJsonBody<HelloFromListener>(helloFrame)
   if (typeof hello.protocol !== 'number' || hello.protocol < PROTOCOL_MIN || hello.protocol > PROTOCOL_MAX) refuse(ch, 'PROTOCOL', `peer chose protocol ${String(hello.protocol)}, this replfs speaks ${PROTOCOL_MIN}..${PROTOCOL_MAX}`)
   if (!isNonce(hello.nonce)) refuse(ch, 'BAD_FRAME', 'HELLO without a nonce')
   if (hello.volumeId !== null && hello.volumeId !== me.volumeId) refuse(ch, 'VOLUME_MISMATCH', `the peer holds volume ${String(hello.volumeId)}, this is ${me.volumeId}`)
@@ -84,45 +90,77 @@ export async function primaryHandshake (ch: FrameChannel, me: { volumeId: string
     refuse(ch, 'AUTH_FAILED', 'the peer does not know the shared secret')
   }
   ch.sendJson('AUTH', { proof: me.secret === null ? null : proof(me.secret, 'primary', nonce, hello.nonce, me.volumeId) })
-  const ack = parseJsonBody<{ seq: number, crc: number | null }>(await expectFrame(ch, 'ACK'))
-  if (!Number.isSafeInteger(ack.seq) || ack.seq < 0) refuse(ch, 'BAD_FRAME', `bad applied seq ${String(ack.seq)}`)
-  return { protocol: hello.protocol, peerSeq: ack.seq, peerCrc: typeof ack.crc === 'number' ? ack.crc : null, peerVolumeId: hello.volumeId }
+  const mine = await me.view()
+  ch.sendJson('STATE', mine)
+  const peer = parseState(ch, await expectFrame(ch, 'STATE'), me.volumeId)
+  return { protocol: hello.protocol, peer, decision: decide(mine, peer) }
 }
 
-export interface SecondaryHandshakeResult { protocol: number, primaryVolumeId: string, start: StartFrame }
-
 /**
- * `authenticated` runs once the primary has proven itself (so an unauthenticated connection
- * can never displace a working one) and returns what this side has applied.
+ * The listening side. `view` runs once the dialer has proven itself (so an unauthenticated
+ * connection can never displace a working one) and says where this side stands.
  */
-export async function secondaryHandshake (
+export async function listenerHandshake (
   ch: FrameChannel,
-  me: { volumeId: () => string | null, secret: Buffer | null },
-  authenticated: () => Promise<{ seq: number, crc: number | null }>
-): Promise<SecondaryHandshakeResult> {
-  const hello = parseJsonBody<HelloFromPrimary>(await expectFrame(ch, 'HELLO'))
+  me: { volumeId: () => string | null, secret: Buffer | null, view: () => Promise<PeerState> }
+): Promise<Negotiated> {
+  const hello = parseJsonBody<HelloFromDialer>(await expectFrame(ch, 'HELLO'))
   const volumeId = me.volumeId()
-  if (hello.role !== 'primary') refuse(ch, 'ROLE_CONFLICT', `the connecting peer is ${String(hello.role)}, not primary`)
   const protocol = pickProtocol(Number(hello.protocolMin), Number(hello.protocolMax))
   if (protocol === null) refuse(ch, 'PROTOCOL', `peer speaks protocol ${String(hello.protocolMin)}..${String(hello.protocolMax)}, this replfs ${PROTOCOL_MIN}..${PROTOCOL_MAX}`)
   if (!isNonce(hello.nonce) || !str(hello.volumeId)) refuse(ch, 'BAD_FRAME', 'HELLO without nonce or volume id')
+  // Only a primary dials: a fenced one too, to learn whether its peer is newer.
+  if (hello.role !== 'primary') refuse(ch, 'ROLE_CONFLICT', `the connecting peer is ${String(hello.role)}, not primary`)
   if (volumeId !== null && hello.volumeId !== volumeId) refuse(ch, 'VOLUME_MISMATCH', `the primary serves volume ${hello.volumeId}, this store holds ${volumeId}`)
   if ((me.secret !== null) !== (hello.auth === true)) refuse(ch, 'AUTH_FAILED', me.secret === null ? 'the primary requires a shared secret; this node runs --insecure' : 'the primary runs --insecure; this node requires a shared secret')
   const nonce = newNonce()
   ch.sendJson('HELLO', {
     protocol, role: 'secondary', volumeId, nonce, auth: me.secret !== null,
     proof: me.secret === null ? null : proof(me.secret, 'secondary', nonce, hello.nonce, hello.volumeId)
-  } satisfies HelloFromSecondary)
+  } satisfies HelloFromListener)
   const auth = parseJsonBody<{ proof: unknown }>(await expectFrame(ch, 'AUTH'))
   if (me.secret !== null && !checkProof(me.secret, 'primary', hello.nonce, nonce, hello.volumeId, auth.proof)) {
     refuse(ch, 'AUTH_FAILED', 'the primary does not know the shared secret')
   }
-  const applied = await authenticated()
-  ch.sendJson('ACK', applied)
+  const peer = parseState(ch, await expectFrame(ch, 'STATE'), hello.volumeId)
+  const mine = await me.view()
+  ch.sendJson('STATE', mine)
+  return { protocol, peer, decision: decide(mine, peer) }
+}
+
+/** Checks a peer's STATE field by field: it drives who overwrites whom, so nothing is taken on trust. */
+function parseState (ch: FrameChannel, f: Frame, volumeId: string): PeerState {
+  const s = parseJsonBody<PeerState>(f)
+  const okHistory = Array.isArray(s.history) && s.history.length <= HISTORY_MAX && s.history.every((g, i, h) =>
+    typeof g === 'object' && g !== null && str(g.id) && typeof g.at === 'string' && Number.isSafeInteger(g.since) && g.since >= 0 &&
+    (i === 0 || g.since >= h[i - 1].since))
+  if ((s.role !== 'primary' && s.role !== 'secondary') || typeof s.fenced !== 'boolean' || !okHistory ||
+    !Number.isSafeInteger(s.seq) || s.seq < 0 || !SPLIT_BRAIN_POLICIES.includes(s.policy) ||
+    (s.crc !== null && !Number.isSafeInteger(s.crc)) || (s.volumeId !== null && s.volumeId !== volumeId) || !str(s.nodeId)) {
+    refuse(ch, 'BAD_FRAME', 'malformed STATE')
+  }
+  return { role: s.role, fenced: s.fenced, history: s.history.map(g => ({ id: g.id, since: g.since, at: g.at })), seq: s.seq, policy: s.policy, nodeId: s.nodeId, volumeId: s.volumeId, crc: s.crc }
+}
+
+/** The source's START, checked against what this side decided on its own. */
+export async function expectStart (ch: FrameChannel, decision: Decision, appliedSeq: number): Promise<StartFrame> {
   const start = parseJsonBody<StartFrame>(await expectFrame(ch, 'START'))
-  if ((start.mode !== 'resume' && start.mode !== 'copy') || !Number.isSafeInteger(start.from) || !Number.isSafeInteger(start.primarySeq)) {
+  if ((start.mode !== 'resume' && start.mode !== 'diff') || !Number.isSafeInteger(start.from) || !Number.isSafeInteger(start.primarySeq) ||
+    !Array.isArray(start.history) || typeof start.diverged !== 'boolean') {
     refuse(ch, 'BAD_FRAME', 'malformed START')
   }
-  if (start.mode === 'resume' && start.from !== applied.seq + 1) refuse(ch, 'BAD_FRAME', `primary resumes at ${start.from}, the next record here is ${applied.seq + 1}`)
-  return { protocol, primaryVolumeId: hello.volumeId, start }
+  if (decision.kind !== 'target') refuse(ch, 'BAD_FRAME', 'START from a peer this node did not decide to follow')
+  if (start.mode === 'resume' && start.from !== appliedSeq + 1) refuse(ch, 'BAD_FRAME', `primary resumes at ${start.from}, the next record here is ${appliedSeq + 1}`)
+  if (start.mode === 'resume' && decision.diverged) refuse(ch, 'BAD_FRAME', 'a resume cannot heal diverged histories')
+  return start
+}
+
+/**
+ * Thrown by a primary's side when the peer turned out to be the source: this node must demote
+ * itself and receive, on the same connection (the peer is about to send START).
+ */
+export class RoleHandover extends Error {
+  constructor (readonly ch: FrameChannel, readonly negotiated: Negotiated, readonly peer: string) {
+    super(`the peer is the source: ${negotiated.decision.kind === 'refuse' ? '' : negotiated.decision.reason}`)
+  }
 }

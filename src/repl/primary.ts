@@ -3,10 +3,13 @@ import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
 import type { JournalFile } from '../log/journal-file.js'
 import type { RecordLog } from '../log/record-log.js'
-import { DigestBuilder, digestAt, exportState, type StateDigest } from '../store/state-transfer.js'
+import { digestAt, type StateDigest } from '../store/state-transfer.js'
+import { type ResyncProgress, newProgress, sendResync } from './resync.js'
 import { FrameChannel, type ChannelOptions } from './channel.js'
-import { encodeCopyChunk, encodeRecordFrame, parseJsonBody } from './frames.js'
-import { type PeerError, PeerRefusal, describeError, type StartFrame, peerError, primaryHandshake, refuse } from './handshake.js'
+import { encodeRecordFrame, parseJsonBody } from './frames.js'
+import type { SplitBrainPolicy } from './generations.js'
+import { type Negotiated, type PeerError, PeerRefusal, RoleHandover, describeError, dialerHandshake, listenerHandshake, type StartFrame, peerError, refuse } from './handshake.js'
+import type { NodeGenerations } from './node-state.js'
 import { LatencySamples } from './latency.js'
 
 export type ReplicationMode = 'sync' | 'async'
@@ -18,6 +21,10 @@ export interface PrimaryOptions {
   mode: ReplicationMode
   logger: Logger
   channel?: Partial<ChannelOptions>
+  node: NodeGenerations
+  policy?: SplitBrainPolicy
+  /** A fenced primary's peer confirmed it holds nothing newer: the volume may take writes. */
+  onConfirmed?: () => void
 }
 
 export interface VerifyResult { seq: number, identical: boolean, primary: StateDigest, secondary: StateDigest }
@@ -40,7 +47,9 @@ export class ReplicationPrimary {
   /** Highest seq the secondary has durably applied, as far as we know. */
   ackedSeq = -1
   sentSeq = 0
-  phase: 'disconnected' | 'handshake' | 'copying' | 'streaming' = 'disconnected'
+  phase: 'disconnected' | 'handshake' | 'resyncing' | 'streaming' = 'disconnected'
+  /** The last resync by difference (bytes each way, ranges compared and differing). */
+  progress: ResyncProgress | null = null
   peer: string | null = null
   lastError: PeerError | null = null
   bytesOut = 0
@@ -77,28 +86,64 @@ export class ReplicationPrimary {
     await new Promise<void>(resolve => this.gateWaiters.push({ seq, resolve }))
   }
 
-  /** Runs one connection to a secondary until it ends; throws why it ended. */
-  async serve (stream: Duplex, peer: string): Promise<void> {
+  /**
+   * Resolves once the peer has acknowledged `seq` (for a demote: nothing this primary holds may be
+   * missing there); rejects when no peer is streaming, or after `timeoutMs`.
+   */
+  async waitAcked (seq: number, timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs
+    while (this.ackedSeq < seq || !this.streaming) {
+      if (!this.streaming && this.session === null) {
+        throw new ReplfsError('PEER_REFUSED', `the peer is not connected, so it may lack records up to ${seq}`, { hint: 'Reconnect it first, or: replfs demote --force (its missing records then come back as a diverged snapshot)' })
+      }
+      if (Date.now() > until) throw new ReplfsError('PEER_REFUSED', `the peer has acknowledged ${this.ackedSeq} of ${seq} after ${timeoutMs / 1000} s`, { hint: 'See replfs status; or: replfs demote --force' })
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+  }
+
+  /**
+   * Runs one connection to the peer until it ends; throws why it ended. `dialed`: this node
+   * opened it (else the peer dialed in: a restarted primary that has to learn who is newer).
+   * A RoleHandover means the peer is the source: the caller demotes this node and hands the
+   * still open connection to its secondary side.
+   */
+  async serve (stream: Duplex, peer: string, opts: { dialed?: boolean } = {}): Promise<void> {
     if (this.session !== null) {
       stream.destroy()
       throw new ReplfsError('PEER_REFUSED', `already replicating to ${this.peer ?? '?'}`)
     }
     const ch = new FrameChannel(stream, { ...DEFAULT_CHANNEL, ...this.opts.channel }, () => ({ seq: this.opts.log.committedSeq }))
-    const run = this.run(ch, peer)
+    const run = this.run(ch, peer, opts.dialed ?? true)
     this.session = { ch, done: run.then(() => {}, () => {}) }
+    let streamed = false
     try {
       await run
     } catch (err) {
+      if (err instanceof RoleHandover) throw err
       this.noteError(err)
       throw err
     } finally {
-      ch.close()
+      streamed = this.phase === 'streaming'
+      if (this.handedOver !== ch) ch.close()
+      this.handedOver = null
       this.bytesOut += ch.bytesOut
       this.session = null
       this.phase = 'disconnected'
       this.releaseWaiters()
       for (const v of this.verifies.splice(0)) v.reject(new ReplfsError('PEER_REFUSED', 'connection to the secondary ended during verify'))
+      if (streamed) this.startAlone()
     }
+  }
+
+  private handedOver: FrameChannel | null = null
+
+  /** The peer is gone: what this primary writes from now on belongs to a generation of its own. */
+  private startAlone (): void {
+    const { node, log } = this.opts
+    if (node.role !== 'primary' || node.fenced) return
+    node.startAlone(log.committedSeq).then(
+      () => this.log.info({ generation: node.current?.id, since: node.current?.since }, 'peer lost: a new generation starts'),
+      err => this.log.error({ err }, 'could not record the new generation'))
   }
 
   /** Records why replication is not working, for `status`. */
@@ -106,36 +151,47 @@ export class ReplicationPrimary {
     this.lastError = describeError(err)
   }
 
-  private async run (ch: FrameChannel, peer: string): Promise<void> {
-    const { log } = this.opts
+  private async run (ch: FrameChannel, peer: string, dialed: boolean): Promise<void> {
+    const { log, journal, node } = this.opts
     const state = log.state
     const volumeId = state.format?.volumeId
     if (volumeId === undefined) throw new ReplfsError('STORE_MISSING', 'this store holds no volume to replicate')
     this.peer = peer
     this.phase = 'handshake'
-    const hs = await primaryHandshake(ch, { volumeId, secret: this.opts.secret })
-    const plog = this.log.child({ peer, peerSeq: hs.peerSeq })
-    const seq = log.committedSeq
-    if (hs.peerSeq > seq) {
-      refuse(ch, 'PEER_AHEAD', `the secondary has applied up to ${hs.peerSeq} but this primary only up to ${seq}: this host lost records (crash before sync?); promote the secondary or resync this one`)
+    const me = { secret: this.opts.secret, view: async () => await node.viewOf(log, this.opts.policy ?? 'disconnect') }
+    const hs = dialed ? await dialerHandshake(ch, { ...me, volumeId }) : await listenerHandshake(ch, { ...me, volumeId: () => volumeId })
+    const d = hs.decision
+    const plog = this.log.child({ peer, peerSeq: hs.peer.seq })
+    if (d.kind === 'refuse') {
+      plog.error({ code: d.code, reason: d.reason, peerGeneration: hs.peer.history.at(-1)?.id }, 'peer refused')
+      refuse(ch, d.code, d.reason)
     }
-    if (hs.peerSeq > 0 && hs.peerCrc !== null) {
-      const last = await state.lastRecord()
-      const ourCrc = this.opts.journal.recordCrc(hs.peerSeq) ?? (last?.seq === hs.peerSeq ? last.crc : undefined)
-      if (ourCrc !== undefined && ourCrc !== hs.peerCrc) {
-        refuse(ch, 'DIVERGED', `record ${hs.peerSeq} differs between the hosts: the volumes have diverged (written on both sides?). To copy this primary's volume to the secondary afresh: stop the secondary, remove its store, start it again`)
-      }
+    if (d.kind === 'target') {
+      this.handedOver = ch
+      throw new RoleHandover(ch, hs, peer)
     }
-    const resume = hs.peerVolumeId !== null || this.opts.journal.firstSeq === 1 ? hs.peerSeq + 1 >= this.opts.journal.firstSeq : false
-    const start: StartFrame = { mode: resume ? 'resume' : 'copy', from: hs.peerSeq + 1, sync: this.opts.mode === 'sync', primarySeq: seq }
+    if (node.fenced) {
+      node.unfence()
+      this.opts.onConfirmed?.()
+      plog.info({ reason: d.reason }, 'the peer holds nothing newer: this primary takes writes')
+    }
+    const start = await this.startFrame(hs)
     ch.sendJson('START', start)
-    this.ackedSeq = hs.peerSeq
-    this.sentSeq = hs.peerSeq
-    this.dropTimesUpTo(hs.peerSeq)
-    plog.info({ mode: start.mode, from: start.from, primarySeq: seq }, resume ? 'secondary connected; resuming' : 'secondary connected; sending a full copy')
-    if (resume) this.phase = 'streaming'
+    this.ackedSeq = d.from
+    this.sentSeq = d.from
+    this.dropTimesUpTo(d.from)
+    plog.info({ mode: start.mode, from: start.from, diverged: start.diverged, primarySeq: start.primarySeq, reason: d.reason }, start.mode === 'resume' ? 'secondary connected; resuming' : 'secondary connected; resyncing by difference')
+    let from = start.from
+    if (start.mode === 'resume') {
+      this.phase = 'streaming'
+    } else {
+      this.phase = 'resyncing'
+      this.progress = newProgress()
+      from = await sendResync(ch, { log, journal, logger: plog, progress: this.progress }, start, hs.peer.history.at(-1)?.id)
+      this.sentSeq = from - 1
+    }
     const reading = this.readLoop(ch)
-    const sending = this.sendLoop(ch, resume ? start.from : null, plog)
+    const sending = this.sendLoop(ch, from, plog)
     // Whichever side fails first ends the session; the other is then woken by the close.
     await Promise.race([reading, sending]).finally(() => {
       ch.close()
@@ -144,9 +200,29 @@ export class ReplicationPrimary {
     await Promise.allSettled([reading, sending])
   }
 
-  private async sendLoop (ch: FrameChannel, from: number | null, plog: Logger): Promise<void> {
+  /** Resume from the journal where it still reaches back and the histories agree; else a resync by difference. */
+  private async startFrame (hs: Negotiated): Promise<StartFrame> {
+    const { log, journal, node } = this.opts
+    const d = hs.decision
+    if (d.kind === 'refuse') throw new ReplfsError('PEER_REFUSED', d.reason)
+    let diverged = d.diverged
+    let resume = !diverged && d.from + 1 >= journal.firstSeq && (hs.peer.volumeId !== null || journal.firstSeq === 1)
+    if (resume && d.from > 0 && hs.peer.crc !== null) {
+      const last = await log.state.lastRecord()
+      const ours = journal.recordCrc(d.from) ?? (last?.seq === d.from ? last.crc : undefined)
+      if (ours !== undefined && ours !== hs.peer.crc) {
+        // The generations say one history, the records say two: keep the peer's as diverged.
+        this.log.warn({ seq: d.from }, 'the record at the common point differs between the hosts: resyncing, the peer keeps its state as a diverged snapshot')
+        resume = false
+        diverged = true
+      }
+    }
+    return { mode: resume ? 'resume' : 'diff', from: d.from + 1, sync: this.opts.mode === 'sync', primarySeq: log.committedSeq, history: node.history, diverged }
+  }
+
+  private async sendLoop (ch: FrameChannel, from: number, plog: Logger): Promise<void> {
     const { log, journal } = this.opts
-    let next = from ?? await this.sendCopy(ch, plog)
+    let next = from
     const reader = journal.reader(next)
     try {
       while (!ch.stream.destroyed) {
@@ -172,31 +248,6 @@ export class ReplicationPrimary {
   private async idle (ch: FrameChannel, next: number): Promise<void> {
     if (this.opts.log.committedSeq >= next || this.verifies.some(v => v.seq < next && v.id > 0)) return
     await Promise.race([new Promise<void>(resolve => { this.wake = resolve }), ch.closed]).finally(() => { this.wake = null })
-  }
-
-  /** Streams the whole state as of one seq while writes go on; returns the seq streaming resumes at. */
-  private async sendCopy (ch: FrameChannel, plog: Logger): Promise<number> {
-    const { log } = this.opts
-    this.phase = 'copying'
-    const { seq, snap } = await log.snapshotAt()
-    // The journal must still hold what follows the snapshot when the copy ends.
-    const pin = this.opts.journal.reader(seq + 1)
-    try {
-      ch.sendJson('COPY_BEGIN', { seq, volumeId: log.state.format?.volumeId })
-      const digest = new DigestBuilder()
-      for await (const chunk of exportState(log.state.store, snap)) {
-        for (const [k, v] of chunk) digest.add(k, v)
-        if (!ch.send('COPY_CHUNK', encodeCopyChunk(chunk))) await ch.drained()
-      }
-      const d = digest.finish()
-      ch.sendJson('COPY_END', { seq, ...d })
-      plog.info({ seq, entries: d.entries, bytes: d.bytes }, 'full copy sent')
-      this.sentSeq = seq
-      return seq + 1
-    } finally {
-      pin.close()
-      await snap.close()
-    }
   }
 
   private sendVerifies (ch: FrameChannel, upTo: number): void {
@@ -238,7 +289,7 @@ export class ReplicationPrimary {
 
   private acked (seq: number): void {
     this.ackedSeq = seq
-    if (this.phase === 'copying' && seq >= this.sentSeq) this.phase = 'streaming'
+    if (this.phase === 'resyncing' && seq >= this.sentSeq) this.phase = 'streaming'
     const now = performance.now()
     let n = 0
     while (n < this.pendingTimes.length && this.pendingTimes[n][0] <= seq) {
@@ -298,6 +349,8 @@ export class ReplicationPrimary {
     const oldest = this.pendingTimes[0]
     return {
       role: 'primary',
+      fenced: this.opts.node.fenced,
+      generation: this.opts.node.current ?? null,
       mode: this.opts.mode,
       peer: this.peer,
       connected: this.session !== null && this.phase !== 'handshake',
@@ -312,6 +365,7 @@ export class ReplicationPrimary {
       ackLatencyMs: this.latencies.summary(),
       journal: { firstSeq: this.opts.journal.firstSeq, lastSeq: this.opts.journal.lastSeq, bytes: this.opts.journal.bytes },
       bytesOut: this.bytesOut + (this.session?.ch.bytesOut ?? 0),
+      resync: this.progress,
       lastError: this.lastError
     }
   }

@@ -6,10 +6,13 @@ import type { JournalFile } from '../log/journal-file.js'
 import { decodeRecord } from '../log/codec.js'
 import type { Committed, RecordLog } from '../log/record-log.js'
 import { type LogRecord, isCommand } from '../log/records.js'
-import { StateImport, digestAt, type StateDigest } from '../store/state-transfer.js'
+import { digestAt } from '../store/state-transfer.js'
 import { FrameChannel, type ChannelOptions } from './channel.js'
-import { type Frame, decodeCopyChunk, decodeRecordFrame, parseJsonBody } from './frames.js'
-import { type PeerError, PeerRefusal, describeError, peerError, refuse, secondaryHandshake } from './handshake.js'
+import { type Frame, decodeRecordFrame, parseJsonBody } from './frames.js'
+import type { SplitBrainPolicy } from './generations.js'
+import { type Negotiated, type PeerError, PeerRefusal, type RoleHandover, describeError, expectStart, listenerHandshake, peerError, refuse } from './handshake.js'
+import type { NodeGenerations } from './node-state.js'
+import { type ResyncProgress, newProgress, receiveResync } from './resync.js'
 import { DEFAULT_CHANNEL } from './primary.js'
 import { LoopYield } from '../util/loop-yield.js'
 import { LatencySamples } from './latency.js'
@@ -20,8 +23,10 @@ export interface SecondaryOptions {
   secret: Buffer | null
   logger: Logger
   channel?: Partial<ChannelOptions>
-  /** Called after a full copy replaced the state (caches above the store must be dropped). */
+  /** Called after a resync replaced the state (caches above the store must be dropped). */
   onStateReplaced?: () => void
+  node: NodeGenerations
+  policy?: SplitBrainPolicy
 }
 
 /** Longest stretch of applying buffered records before the event loop gets a turn (see LoopYield). */
@@ -42,7 +47,8 @@ export class ReplicationSecondary {
   private readonly log: Logger
   private session: Session | null = null
   private takeover: Promise<void> = Promise.resolve()
-  phase: 'disconnected' | 'handshake' | 'copying' | 'streaming' = 'disconnected'
+  phase: 'disconnected' | 'handshake' | 'resyncing' | 'streaming' = 'disconnected'
+  progress: ResyncProgress | null = null
   peer: string | null = null
   primarySeq: number | null = null
   sync = false
@@ -63,42 +69,41 @@ export class ReplicationSecondary {
     this.log = opts.logger.child({ component: 'repl.secondary' })
   }
 
-  /** Serves one connection from a primary until it ends; throws why it ended. */
+  /** Serves one connection a primary dialed in, until it ends; throws why it ended. */
   async serve (stream: Duplex, peer: string): Promise<void> {
     const ch = new FrameChannel(stream, { ...DEFAULT_CHANNEL, ...this.opts.channel }, () => ({ seq: this.opts.log.state.counters.seq }))
+    const { log, node } = this.opts
     let mine: Session | null = null
     let done: Promise<void> = Promise.resolve()
     const run = (async () => {
-      const { log } = this.opts
-      const hs = await secondaryHandshake(ch, { volumeId: () => log.state.format?.volumeId ?? null, secret: this.opts.secret }, async () => {
-        // Authenticated: this primary replaces any earlier connection (a primary that restarted
-        // leaves a half-open one behind). Its records must all be applied before we say where we are.
-        const prev = this.takeover
-        let release!: () => void
-        this.takeover = new Promise(resolve => { release = resolve })
-        await prev
-        if (this.session !== null) {
-          this.log.info({ old: this.session.peer, peer }, 'a new primary connection replaces the old one')
-          this.session.ch.close()
-          await this.session.done
+      const hs = await listenerHandshake(ch, {
+        volumeId: () => log.state.format?.volumeId ?? null,
+        secret: this.opts.secret,
+        view: async () => {
+          mine = await this.takeOver(ch, peer, done)
+          return await node.viewOf(log, this.opts.policy ?? 'disconnect')
         }
-        mine = { ch, done, peer }
-        this.session = mine
-        release()
-        await log.settle()
-        const seq = log.state.counters.seq
-        const last = await log.state.lastRecord()
-        return { seq, crc: last !== null && last.seq === seq ? last.crc : null }
       })
-      this.peer = peer
-      this.primarySeq = hs.start.primarySeq
-      this.sync = hs.start.sync
-      this.ackedSeq = log.state.counters.seq
-      this.phase = hs.start.mode === 'copy' ? 'copying' : 'streaming'
-      this.log.info({ peer, mode: hs.start.mode, from: hs.start.from, primarySeq: hs.start.primarySeq, sync: hs.start.sync }, 'primary connected')
-      await this.receive(ch)
+      await this.follow(ch, hs, peer)
     })()
     done = run.then(() => {}, () => {})
+    await this.ended(run, ch, peer, () => mine)
+  }
+
+  /** Goes on with a connection this node's primary side negotiated before it demoted itself. */
+  async serveHandover (h: RoleHandover): Promise<void> {
+    let mine: Session | null = null
+    let done: Promise<void> = Promise.resolve()
+    const run = (async () => {
+      await null // `done` is set once this function first yields
+      mine = await this.takeOver(h.ch, h.peer, done)
+      await this.follow(h.ch, h.negotiated, h.peer)
+    })()
+    done = run.then(() => {}, () => {})
+    await this.ended(run, h.ch, h.peer, () => mine)
+  }
+
+  private async ended (run: Promise<void>, ch: FrameChannel, peer: string, mine: () => Session | null): Promise<void> {
     try {
       await run
     } catch (err) {
@@ -108,8 +113,57 @@ export class ReplicationSecondary {
     } finally {
       ch.close()
       this.bytesIn += ch.bytesIn
-      if (mine !== null && this.session === mine) { this.session = null; this.phase = 'disconnected' }
+      const m = mine()
+      if (m !== null && this.session === m) { this.session = null; this.phase = 'disconnected' }
     }
+  }
+
+  /**
+   * An authenticated primary replaces any earlier connection (a primary that restarted leaves a
+   * half-open one behind); the old one's records are all applied before we say where we are.
+   */
+  private async takeOver (ch: FrameChannel, peer: string, done: Promise<void>): Promise<Session> {
+    const prev = this.takeover
+    let release!: () => void
+    this.takeover = new Promise(resolve => { release = resolve })
+    await prev
+    if (this.session !== null) {
+      this.log.info({ old: this.session.peer, peer }, 'a new primary connection replaces the old one')
+      this.session.ch.close()
+      await this.session.done
+    }
+    const mine = { ch, done, peer }
+    this.session = mine
+    release()
+    await this.opts.log.settle()
+    return mine
+  }
+
+  private async follow (ch: FrameChannel, hs: Negotiated, peer: string): Promise<void> {
+    const { log, node } = this.opts
+    const d = hs.decision
+    if (d.kind === 'refuse') {
+      this.log.error({ peer, code: d.code, reason: d.reason }, 'peer refused')
+      refuse(ch, d.code, d.reason)
+    }
+    if (d.kind === 'source') refuse(ch, 'ROLE_CONFLICT', 'this node is secondary: it does not send')
+    const start = await expectStart(ch, d, log.state.counters.seq)
+    this.peer = peer
+    this.primarySeq = start.primarySeq
+    this.sync = start.sync
+    this.log.info({ peer, mode: start.mode, from: start.from, primarySeq: start.primarySeq, sync: start.sync, diverged: start.diverged, reason: d.reason }, 'primary connected')
+    if (start.mode === 'resume') {
+      // From here the records are the source's lineage: its generations are ours.
+      await node.adopt(start.history)
+    } else {
+      this.phase = 'resyncing'
+      this.progress = newProgress()
+      const seq = await receiveResync(ch, { log, journal: this.opts.journal, logger: this.log, progress: this.progress, node, onStateReplaced: this.opts.onStateReplaced }, start)
+      this.ack(ch, seq)
+    }
+    this.ackedSeq = log.state.counters.seq
+    this.phase = 'streaming'
+    await this.receive(ch)
   }
 
   noteError (err: unknown): void {
@@ -118,7 +172,6 @@ export class ReplicationSecondary {
 
   /** One table of handlers: a frame the protocol does not allow here is an error, never skipped. */
   private async receive (ch: FrameChannel): Promise<void> {
-    let imp: StateImport | null = null
     this.applyError = null
     const turn = new LoopYield(YIELD_EVERY_MS)
     for (;;) {
@@ -129,24 +182,6 @@ export class ReplicationSecondary {
       if (f === null) throw new ReplfsError('PEER_REFUSED', 'the primary closed the connection')
       switch (f.type) {
         case 'RECORD': await this.applyRecordFrame(ch, f); break
-        case 'COPY_BEGIN': {
-          const { seq } = parseJsonBody<{ seq: number }>(f)
-          if (this.phase !== 'copying' || imp !== null || !Number.isSafeInteger(seq)) refuse(ch, 'BAD_FRAME', 'unexpected COPY_BEGIN')
-          this.log.info({ seq }, 'receiving a full copy; the mount shows a partial state until it ends')
-          imp = await this.opts.log.exclusive(async () => await StateImport.begin(this.opts.log.state.store, seq))
-          break
-        }
-        case 'COPY_CHUNK':
-          if (imp === null) refuse(ch, 'BAD_FRAME', 'COPY_CHUNK outside a copy')
-          await imp.add(decodeCopyChunk(f.body))
-          break
-        case 'COPY_END': {
-          const end = parseJsonBody<{ seq: number } & StateDigest>(f)
-          if (imp === null || end.seq !== imp.seq) refuse(ch, 'BAD_FRAME', 'COPY_END does not close the copy under way')
-          await this.finishCopy(imp, end)
-          imp = null
-          break
-        }
         case 'VERIFY_REQ': this.verify(ch, parseJsonBody<{ id: number, seq: number }>(f)); break
         case 'PING': {
           const { seq } = parseJsonBody<{ seq: number }>(f)
@@ -161,7 +196,7 @@ export class ReplicationSecondary {
 
   private async applyRecordFrame (ch: FrameChannel, f: Frame): Promise<void> {
     const { log } = this.opts
-    if (this.phase !== 'streaming') refuse(ch, 'BAD_FRAME', 'RECORD before the copy ended')
+    if (this.phase !== 'streaming') refuse(ch, 'BAD_FRAME', 'RECORD before the resync ended')
     const arrived = f.at ?? performance.now()
     const { seq, record, crc } = decodeRecordFrame(f.body, f.crc)
     const next = log.state.counters.seq + 1
@@ -198,22 +233,6 @@ export class ReplicationSecondary {
       this.uncommitted = 0
       await c.durable.catch(() => {})
     }
-  }
-
-  private async finishCopy (imp: StateImport, end: { seq: number } & StateDigest): Promise<void> {
-    const { log, journal } = this.opts
-    await log.exclusive(async () => {
-      await imp.finish(end)
-      await log.state.store.sync()
-      await log.state.reload()
-      if (log.state.counters.seq !== end.seq) throw new ReplfsError('RECORD_INVALID', `copied state is at seq ${log.state.counters.seq}, the primary said ${end.seq}`)
-      journal.reset(end.seq)
-      log.resetTo(end.seq)
-    })
-    this.opts.onStateReplaced?.()
-    this.phase = 'streaming'
-    this.log.info({ seq: end.seq, entries: end.entries }, 'full copy received and checked')
-    this.ack(this.session!.ch, end.seq)
   }
 
   /** Digest at exactly `seq`: this request arrives right after record `seq`, before any later one is applied. */
@@ -255,6 +274,7 @@ export class ReplicationSecondary {
     const seq = this.opts.log.state.counters.seq
     return {
       role: 'secondary',
+      generation: this.opts.node.current ?? null,
       peer: this.peer,
       connected: this.session !== null,
       phase: this.phase,
@@ -265,6 +285,7 @@ export class ReplicationSecondary {
       durableLatencyMs: this.durableLatency.summary(),
       journal: { firstSeq: this.opts.journal.firstSeq, lastSeq: this.opts.journal.lastSeq, bytes: this.opts.journal.bytes },
       bytesIn: this.bytesIn + (this.session?.ch.bytesIn ?? 0),
+      resync: this.progress,
       lastError: this.lastError
     }
   }

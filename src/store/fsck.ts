@@ -3,6 +3,7 @@ import {
   P_BLOCK, P_DIRENT, P_INODE, P_JOURNAL, P_XATTR, ROOT_INO, baseOf, layerOf, readU64
 } from './keys.js'
 import { type Inode, S_IFDIR, S_IFMT, decodeDirent, decodeInode, isDir } from './inode.js'
+import { ownsTop } from './snapshots.js'
 import type { VolumeState } from './volume-state.js'
 
 export interface FsckReport {
@@ -20,7 +21,8 @@ export interface FsckReport {
  * Checks the store's invariants on the live view and on every snapshot's view: every entry points at an inode of its type;
  * link counts and directory parents match the entries; every block belongs to a live inode,
  * lies inside its size and has the length the size implies; byte and inode counters add up;
- * the journal is contiguous and ends at the applied seq. Reports every problem it finds.
+ * no view uses an inode number the counter will hand out; a snapshot's own top layer is its
+ * alone; the journal is contiguous and ends at the applied seq. Reports every problem it finds.
  */
 export async function fsck (state: VolumeState, opts: { maxProblems?: number } = {}): Promise<FsckReport> {
   const max = opts.maxProblems ?? 100
@@ -49,11 +51,17 @@ export async function fsck (state: VolumeState, opts: { maxProblems?: number } =
 
   // Each view: the live volume, then every snapshot (a writable one changes like the live one).
   const live = await checkView(state, state.live.chain, '', ino => state.orphans.has(ino), problem)
+  const c = state.counters
   // A snapshot may hold files that were open but unlinked when it was taken (nlink 0, freed in
   // the live view since): orphan bookkeeping is the live view's.
-  for (const s of state.snapshots) await checkView(state, s.chain, `snapshot ${s.name}: `, null, problem)
+  for (const s of state.snapshots) {
+    const v = await checkView(state, s.chain, `snapshot ${s.name}: `, null, problem)
+    // A writable or diverged snapshot's inodes come from the same counter (a diverged one's fills
+    // raise it), so a restore from any snapshot never meets a number the counter hands out again.
+    if (c.nextIno <= v.maxIno) problem(`snapshot ${s.name}: next inode number ${c.nextIno} is not above the largest in use (${v.maxIno})`)
+  }
+  for (const p of sharedTops(state)) problem(p)
 
-  const c = state.counters
   if (c.inodes !== live.inodes) problem(`counter says ${c.inodes} inodes, store has ${live.inodes}`)
   if (c.usedBytes !== usedBytes) problem(`counter says ${c.usedBytes} bytes stored, blocks hold ${usedBytes}`)
   if (c.nextIno <= live.maxIno) problem(`next inode number ${c.nextIno} is not above the largest in use (${live.maxIno})`)
@@ -68,6 +76,21 @@ export async function fsck (state: VolumeState, opts: { maxProblems?: number } =
     journal: { first: journalFirst, last: journalLast },
     seq: c.seq
   }
+}
+
+/**
+ * The top layer of a snapshot that takes writes (writable, or diverged: its fills) belongs to it
+ * alone: held by another view, a write there would show through in that view too.
+ */
+function sharedTops (state: VolumeState): string[] {
+  const out: string[] = []
+  const chains = [{ name: 'the live view', chain: state.live.chain }, ...state.snapshots.map(s => ({ name: `snapshot ${s.name}`, chain: s.chain }))]
+  for (const s of state.snapshots.filter(ownsTop)) {
+    const top = s.chain[0]
+    const others = chains.filter(c => c.name !== `snapshot ${s.name}` && c.chain.includes(top)).map(c => c.name)
+    if (others.length > 0) out.push(`snapshot ${s.name}: its own top layer ${top} is held by ${others.join(', ')} too`)
+  }
+  return out
 }
 
 interface ViewReport { inodes: number, directories: number, blocks: number, maxIno: number }

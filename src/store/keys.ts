@@ -11,6 +11,7 @@
  * Local keys (never replicated, not digested):
  *   j <seq:u64>                          journal: the record applied at seq
  *   l <name>                             host-local bookkeeping
+ *   s <state key>                        resync staging: 01 + value (put) or 00 (del), see range-sync.ts
  */
 
 export const BLOCK_SIZE = 64 * 1024
@@ -24,6 +25,7 @@ export const P_XATTR = 0x78 // x
 export const P_META = 0x6d // m
 export const P_JOURNAL = 0x6a // j
 export const P_LOCAL = 0x6c // l
+export const P_STAGE = 0x73 // s
 
 const LAYER_MAX = 0xffffffff
 
@@ -127,6 +129,28 @@ export const STATE_RANGES: ReadonlyArray<readonly [Buffer, Buffer]> = [
 
 /** The journal's key range. */
 export const JOURNAL_RANGE: readonly [Buffer, Buffer] = [Buffer.from([P_JOURNAL]), Buffer.from([P_JOURNAL + 1])]
+
+/**
+ * Resync staging: a state key's incoming value (or deletion) waits under `s` + the key until the
+ * whole new state is checked, so a resync that fails or dies half-way leaves the old state whole.
+ * `s` + key sorts like key, so staged ops merge with the state in one ordered walk.
+ */
+export const STAGE_RANGE: readonly [Buffer, Buffer] = [Buffer.from([P_STAGE]), Buffer.from([P_STAGE + 1])]
+
+export function stageKey (key: Buffer): Buffer {
+  const k = Buffer.allocUnsafe(key.length + 1)
+  k[0] = P_STAGE
+  key.copy(k, 1)
+  return k
+}
+
+/** The state key a staging key stands for. */
+export function unstageKey (key: Buffer): Buffer {
+  return key.subarray(1)
+}
+
+/** Present while a resync by difference is under way: its phase tells recovery what to do. */
+export const RESYNC_MARKER = localKey('resync-in-progress')
 
 export function journalKey (seq: number): Buffer {
   const k = Buffer.allocUnsafe(9)

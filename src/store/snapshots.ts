@@ -19,10 +19,15 @@ export interface SnapshotMeta {
   seq: number
   /** Time of that record, ns since the epoch (decimal string: JSON has no bigint). */
   time: string
-  /** Live inode count when it was taken (a restore of a read-only snapshot sets the count back to it). */
+  /** Live inode count when it was taken, the other host's for a diverged snapshot (a restore of a read-only snapshot sets the count back to it). */
   inodes: number
   /** A writable snapshot's chain starts with its own top layer, which takes its writes. */
   writable?: boolean
+  /**
+   * Made by a split brain's resync (snapshot-diverged): read-only to users, its chain starts with
+   * a layer of its own that snapshot-fill records write the yielding host's content into.
+   */
+  diverged?: true
 }
 
 export interface LayerTable {
@@ -58,19 +63,42 @@ export function checkSnapshotName (name: unknown): string {
 
 export function withSnapshotCreated (t: LayerTable, name: string, seq: number, time: bigint, inodes: number, writable = false): LayerTable {
   checkSnapshotName(name)
-  const snaps = snapshotsOf(t)
+  if (findSnapshot(t, name) === undefined && snapshotsOf(t).length >= MAX_SNAPSHOTS) throw bad(`a volume holds at most ${MAX_SNAPSHOTS} snapshots; delete one first`)
+  return withNewSnapshot(t, name, seq, time, inodes, writable ? { writable } : {})
+}
+
+/**
+ * A diverged snapshot (see docs/snapshots.md): taken like a writable one, with a top layer of its
+ * own for the fills, and the other host's inode count. It is not held to MAX_SNAPSHOTS: the
+ * resync that makes it must not fail, or the diverged writes would be lost.
+ */
+export function withDivergedSnapshot (t: LayerTable, name: string, seq: number, time: bigint, inodes: number): LayerTable {
+  return withNewSnapshot(t, name, seq, time, inodes, { diverged: true })
+}
+
+/** The live chain is frozen for the new snapshot and gets a new top; a snapshot that owns its top gets one too. */
+function withNewSnapshot (t: LayerTable, name: string, seq: number, time: bigint, inodes: number, kind: Pick<SnapshotMeta, 'writable' | 'diverged'>): LayerTable {
+  checkSnapshotName(name)
   if (findSnapshot(t, name) !== undefined) throw new ReplfsError('SNAPSHOT_EXISTS', `snapshot ${name} exists`)
-  if (snaps.length >= MAX_SNAPSHOTS) throw bad(`a volume holds at most ${MAX_SNAPSHOTS} snapshots; delete one first`)
   const id = nextId(t)
   const top = t.nextLayer
-  const own = writable ? [top + 1] : []
+  const own = ownsTop(kind) ? [top + 1] : []
   return {
     ...t,
     nextLayer: top + 1 + own.length,
     live: [top, ...t.live],
-    snapshots: [...snaps, { name, id, chain: [...own, ...t.live], seq, time: time.toString(), inodes, ...(writable ? { writable } : {}) }],
+    snapshots: [...snapshotsOf(t), { name, id, chain: [...own, ...t.live], seq, time: time.toString(), inodes, ...kind }],
     nextSnapshotId: id + 1
   }
+}
+
+/**
+ * Whether a snapshot's chain starts with a layer no other view holds, which takes its writes: a
+ * writable snapshot's (user writes) and a diverged one's (fills). Such a layer never merges, and a
+ * restore from the snapshot gives it a new one, since the live view then holds the old one too.
+ */
+export function ownsTop (s: Pick<SnapshotMeta, 'writable' | 'diverged'>): boolean {
+  return s.writable === true || s.diverged === true
 }
 
 export function withSnapshotDeleted (t: LayerTable, name: string): LayerTable {
@@ -79,13 +107,13 @@ export function withSnapshotDeleted (t: LayerTable, name: string): LayerTable {
 }
 
 /**
- * The live view gets a new top over the snapshot's chain. A writable snapshot's top layer is
- * frozen by this (both views now share it), so the snapshot gets a new top of its own.
+ * The live view gets a new top over the snapshot's chain. The top layer of a snapshot that owns
+ * one is frozen by this (both views now share it), so the snapshot gets a new top of its own.
  */
 export function withSnapshotRestored (t: LayerTable, name: string): LayerTable {
   const s = mustFind(t, name)
   const top = t.nextLayer
-  if (s.writable !== true) return { ...t, nextLayer: top + 1, live: [top, ...s.chain] }
+  if (!ownsTop(s)) return { ...t, nextLayer: top + 1, live: [top, ...s.chain] }
   return {
     ...t,
     nextLayer: top + 2,
@@ -94,15 +122,20 @@ export function withSnapshotRestored (t: LayerTable, name: string): LayerTable {
   }
 }
 
+/**
+ * The snapshot takes the live view's content. A diverged snapshot no longer holds the other
+ * host's writes then: it becomes a plain read-only one (and takes no more fills).
+ */
 export function withSnapshotRefreshed (t: LayerTable, name: string, seq: number, time: bigint, inodes: number): LayerTable {
   const s = mustFind(t, name)
   const top = t.nextLayer
   const own = s.writable === true ? [top + 1] : []
+  const { diverged: _gone, ...plain } = s
   return {
     ...t,
     nextLayer: top + 1 + own.length,
     live: [top, ...t.live],
-    snapshots: snapshotsOf(t).map(x => x === s ? { ...s, chain: [...own, ...t.live], seq, time: time.toString(), inodes } : x)
+    snapshots: snapshotsOf(t).map(x => x === s ? { ...plain, chain: [...own, ...t.live], seq, time: time.toString(), inodes } : x)
   }
 }
 
@@ -129,7 +162,7 @@ function bad (msg: string): ReplfsError {
  * tell them apart, so each key's newest version among them is all any view sees. Without this,
  * every create would lengthen the live chain for good (a lookup reads one key per layer), however
  * many snapshots are deleted since. Layers that take writes (the top of the live chain and of a
- * writable snapshot) never merge. Once mergeable, a pair stays so: new chains are built by
+ * snapshot that owns its top) never merge. Once mergeable, a pair stays so: new chains are built by
  * putting layers on top of existing ones.
  */
 export function mergeableLayers (t: LayerTable): Array<[number, number]> {
@@ -137,7 +170,7 @@ export function mergeableLayers (t: LayerTable): Array<[number, number]> {
   const chains = [t.live, ...snaps.map(s => s.chain)]
   const holders = new Map<number, string>()
   chains.forEach((c, i) => { for (const l of c) holders.set(l, `${holders.get(l) ?? ''}${i},`) })
-  const takesWrites = new Set([t.live[0], ...snaps.filter(s => s.writable === true).map(s => s.chain[0])])
+  const takesWrites = new Set([t.live[0], ...snaps.filter(ownsTop).map(s => s.chain[0])])
   const into = new Map<number, number>()
   for (const c of chains) {
     // Bottom up, so the layer below already knows its own final target.

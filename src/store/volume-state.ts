@@ -5,7 +5,7 @@ import {
   isStateKey, journalKey, layerOf, localKey, metaKey, prefixEnd, readU64, withLayer, xattrBase, xattrInodePrefix
 } from './keys.js'
 import { type Inode, decodeDirent, decodeInode, encodeDirent, encodeInode } from './inode.js'
-import { type BatchOp, LayerView, type Store, type Version } from './store.js'
+import { type BatchOp, LayerView, type Store, type StoreSnapshot, type Version } from './store.js'
 import { type LayerTable, type SnapshotMeta, snapshotsOf } from './snapshots.js'
 
 export interface FormatMeta { formatVersion: 1, volumeId: string, blockSize: number }
@@ -325,6 +325,23 @@ function parseMeta<T> (name: string, v: Buffer): T {
 
 export function newVolumeId (): string { return randomUUID() }
 
+/** The lineage key's value as of a store snapshot (what lastRecord said at that point). */
+export async function lastRecordAt (store: Store, snapshot: StoreSnapshot): Promise<{ seq: number, crc: number } | null> {
+  for await (const [, v] of store.iterate(LAST_RECORD, Buffer.concat([LAST_RECORD, Buffer.of(0)]), { snapshot })) {
+    return v.length === 12 ? { seq: readU64(v, 0), crc: v.readUInt32BE(8) } : null
+  }
+  return null
+}
+
+/** Sets the lineage key outright: a state installed by a resync continues the source's lineage. */
+export function lastRecordOp (seq: number, crc: number): BatchOp {
+  const v = Buffer.allocUnsafe(12)
+  v.writeUInt32BE(Math.floor(seq / 0x100000000), 0)
+  v.writeUInt32BE(seq >>> 0, 4)
+  v.writeUInt32BE(crc >>> 0, 8)
+  return { type: 'put', key: LAST_RECORD, value: v }
+}
+
 /**
  * The changes one record makes, collected as LevelDB ops against the top layer of a view, with
  * the reads it needs resolved through the view (and through its own earlier writes).
@@ -355,11 +372,7 @@ export class Tx {
 
   /** Host-local lineage (see VolumeState.lastRecord): written in the record's own batch. */
   setLastRecord (seq: number, crc: number): void {
-    const v = Buffer.allocUnsafe(12)
-    v.writeUInt32BE(Math.floor(seq / 0x100000000), 0)
-    v.writeUInt32BE(seq >>> 0, 4)
-    v.writeUInt32BE(crc >>> 0, 8)
-    this.ops.push({ type: 'put', key: LAST_RECORD, value: v })
+    this.ops.push(lastRecordOp(seq, crc))
   }
 
   putMeta (name: string, value: unknown): void {

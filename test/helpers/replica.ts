@@ -19,6 +19,7 @@ import { newVolumeId } from '../../src/store/volume-state.js'
 import { fsck } from '../../src/store/fsck.js'
 import type { ChannelOptions } from '../../src/repl/channel.js'
 import { FRAME_HEADER_LENGTH, FrameType } from '../../src/repl/frames.js'
+import { NodeGenerations } from '../../src/repl/node-state.js'
 import { ReplicationPrimary, type ReplicationMode } from '../../src/repl/primary.js'
 import { ReplicationSecondary } from '../../src/repl/secondary.js'
 import { ROOT, quietLogger, stateDump } from './volume.js'
@@ -96,7 +97,8 @@ export async function makePrimary (t: Teardown, opts: PrimaryOpts = {}): Promise
     }))
     await r?.durable
   }
-  const repl = new ReplicationPrimary({ log: opened.log, journal, secret: opts.secret === undefined ? SECRET : opts.secret, mode: opts.mode ?? 'async', logger: quietLogger, channel: opts.channel })
+  const generations = await NodeGenerations.load(opened.store, { role: 'primary', volumeId: opened.state.format?.volumeId ?? null, fresh: true })
+  const repl = new ReplicationPrimary({ log: opened.log, journal, secret: opts.secret === undefined ? SECRET : opts.secret, mode: opts.mode ?? 'async', logger: quietLogger, channel: opts.channel, node: generations })
   const node: PrimaryNode = { ...opened, dir, journal, repl, vol: makeVolume(opened, { sizeLimit: 2 ** 40, logger: quietLogger }) }
   closer(t, node)
   return node
@@ -114,7 +116,8 @@ export async function makeSecondary (t: Teardown, opts: SecondaryOpts = {}): Pro
   const opened = await openVolume(dir, { create: true, logger: quietLogger, replay: opts.ownVolume !== true })
   const journal = await JournalFile.open({ dir: join(dir, 'journal'), releasePages: Fuse.releasePages, logger: quietLogger }, opened.state.counters.seq)
   opened.log.journal = journal
-  const repl = new ReplicationSecondary({ log: opened.log, journal, secret: opts.secret === undefined ? SECRET : opts.secret, logger: quietLogger, channel: opts.channel })
+  const generations = await NodeGenerations.load(opened.store, { role: 'secondary', volumeId: opened.state.format?.volumeId ?? null })
+  const repl = new ReplicationSecondary({ log: opened.log, journal, secret: opts.secret === undefined ? SECRET : opts.secret, logger: quietLogger, channel: opts.channel, node: generations })
   const node: SecondaryNode = { ...opened, dir, journal, repl, vol: makeVolume(opened, { sizeLimit: 2 ** 40, readOnly: true, logger: quietLogger }) }
   closer(t, node)
   return node

@@ -130,7 +130,7 @@ t.test('a primary whose AUTH proof is wrong is refused by the secondary with AUT
   const s = await makeSecondary(t)
   const before = await snapshotOf(s)
   const { frames, served } = await craftedPrimary(s,
-    { protocolMin: 1, protocolMax: 1, role: 'primary', volumeId: p.state.format!.volumeId, nonce: newNonce(), auth: true },
+    { protocolMin: 2, protocolMax: 2, role: 'primary', volumeId: p.state.format!.volumeId, nonce: newNonce(), auth: true },
     { proof: 'ab'.repeat(32) })
   t.same(frames.map(f => f.type), ['HELLO', 'ERROR'], 'the secondary said HELLO, then refused')
   t.equal(errorOf(frames)?.code, 'AUTH_FAILED', 'the crafted primary is told AUTH_FAILED')
@@ -164,7 +164,7 @@ t.test('a secondary holding another volume is refused with VOLUME_MISMATCH on bo
 
 t.test('a secondary HELLO naming another volume is refused by the primary with VOLUME_MISMATCH', async t => {
   const p = await primaryWithData(t)
-  const { frames, served } = await craftedSecondary(p, () => ({ protocol: 1, role: 'secondary', volumeId: 'some-other-volume', nonce: newNonce(), auth: true, proof: null }))
+  const { frames, served } = await craftedSecondary(p, () => ({ protocol: 2, role: 'secondary', volumeId: 'some-other-volume', nonce: newNonce(), auth: true, proof: null }))
   t.equal(errorOf(frames)?.code, 'VOLUME_MISMATCH', 'the crafted secondary is told VOLUME_MISMATCH')
   t.equal((served as { refusal?: string }).refusal, 'VOLUME_MISMATCH')
   t.equal(lastError(p)?.code, 'VOLUME_MISMATCH')
@@ -195,7 +195,7 @@ t.test('a secondary choosing protocol 7 is refused by the primary with PROTOCOL'
 
 t.test('a HELLO from a peer claiming to be secondary (two secondaries) is refused with ROLE_CONFLICT', async t => {
   const s = await makeSecondary(t)
-  const { frames } = await craftedPrimary(s, { protocolMin: 1, protocolMax: 1, role: 'secondary', volumeId: 'x', nonce: newNonce(), auth: true })
+  const { frames } = await craftedPrimary(s, { protocolMin: 2, protocolMax: 2, role: 'secondary', volumeId: 'x', nonce: newNonce(), auth: true })
   t.equal(errorOf(frames)?.code, 'ROLE_CONFLICT')
   t.equal(lastError(s)?.code, 'ROLE_CONFLICT')
   t.equal(s.state.counters.seq, 0)

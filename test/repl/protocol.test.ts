@@ -1,4 +1,5 @@
 import t from 'tap'
+t.setTimeout(180_000)
 import fc from 'fast-check'
 import { stateDump } from '../helpers/volume.js'
 import {
@@ -52,7 +53,7 @@ for (const mode of ['async', 'sync'] as const) {
   })
 }
 
-t.test('a fresh secondary gets a full copy while writes go on, then streams: identical, and the writes made during the copy are there', async t => {
+t.test('a fresh secondary gets the whole state by the resync while writes go on, then streams: identical, and the writes made during it are there', async t => {
   // The init record was applied before the journal was attached: the journal starts at seq 2,
   // so a secondary at seq 0 cannot resume and must be copied.
   const p = await makePrimary(t, { journalFromInit: false })
@@ -62,13 +63,13 @@ t.test('a fresh secondary gets a full copy while writes go on, then streams: ide
   await p.log.settle()
   const s = await makeSecondary(t)
   const c = connect(p, s)
-  await waitFor(() => p.repl.phase === 'copying', 'the copy to start')
+  await waitFor(() => p.repl.phase === 'resyncing', 'the copy to start')
   // A writer keeps going while the copy is under way.
   const during: string[] = []
   let i = 0
-  while (p.repl.phase === 'copying' || i < 3) {
+  while (p.repl.phase === 'resyncing' || i < 3) {
     const path = `/during${i}`
-    const copying = p.repl.phase === 'copying'
+    const copying = p.repl.phase === 'resyncing'
     await writeFile(p.vol, path, 2, 100_000, 1000 + i)
     if (copying) during.push(path)
     i++
@@ -144,7 +145,7 @@ t.test('a secondary that fell further behind than the journal reaches is copied 
   await p.log.settle()
   t.ok(p.journal.firstSeq > behind + 1, `the journal starts at ${p.journal.firstSeq}, past the secondary's ${behind} + 1`)
   const c2 = connect(p, s)
-  await waitFor(() => p.repl.phase === 'copying' || p.repl.phase === 'streaming', 'the second session to start')
+  await waitFor(() => p.repl.phase === 'resyncing' || p.repl.phase === 'streaming', 'the second session to start')
   await caughtUp(p, s)
   t.ok(c2.pair.bytesToSecondary > 6 * 8 * 64 * 1024, 'the second session carried a full copy')
   const v = await p.repl.verify()

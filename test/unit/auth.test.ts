@@ -2,7 +2,7 @@ import t from 'tap'
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { PROTOCOL_MAX, PROTOCOL_MIN, checkProof, isNonce, newNonce, pickProtocol, proof, readSecretFile } from '../../src/repl/auth.js'
+import { checkProof, isNonce, newNonce, pickProtocol, proof, readSecretFile } from '../../src/repl/auth.js'
 
 const secret = Buffer.from('correct horse battery staple 0123456789')
 const other = Buffer.from('incorrect horse battery staple 012345678')
@@ -50,14 +50,12 @@ t.test('readSecretFile accepts only a private file of at least 16 bytes', async 
 })
 
 t.test('pickProtocol picks the highest common version', async t => {
-  t.equal(PROTOCOL_MIN, 1)
-  t.equal(PROTOCOL_MAX, 1)
-  t.equal(pickProtocol(1, 1), 1)
-  t.equal(pickProtocol(1, 5), 1, 'a newer peer that still speaks 1')
-  t.equal(pickProtocol(0, 1), 1)
-  t.equal(pickProtocol(2, 3), null, 'a peer too new')
-  t.equal(pickProtocol(0, 0), null, 'a peer too old')
+  t.equal(pickProtocol(2, 2), 2)
+  t.equal(pickProtocol(2, 5), 2, 'a newer peer that still speaks 2')
+  t.equal(pickProtocol(0, 2), 2)
+  t.equal(pickProtocol(3, 4), null, 'a peer too new')
+  t.equal(pickProtocol(1, 1), null, 'a peer of protocol 1, from before generations: refused')
   t.equal(pickProtocol(3, 1), null, 'an inverted range')
-  t.equal(pickProtocol(Number.NaN, 1), null)
-  t.equal(pickProtocol(1, 1.5), null)
+  t.equal(pickProtocol(Number.NaN, 2), null)
+  t.equal(pickProtocol(2, 2.5), null)
 })

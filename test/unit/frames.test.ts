@@ -115,7 +115,7 @@ t.test('property: random frames in random chunks decode to the same frames', asy
 })
 
 t.test('unknown frame types are refused, naming the number', async t => {
-  for (const code of [0, 13, 255]) {
+  for (const code of [0, 200, 255]) {
     const body = Buffer.from('x')
     const wire = Buffer.concat([frameHeader(body.length, code, crc32(body, crc32(Buffer.of(code)))), body])
     const d = new FrameDecoder()

@@ -1,0 +1,518 @@
+import { createHash } from 'node:crypto'
+import { ReplfsError } from '../errors.js'
+import { JOURNAL_RANGE, RESYNC_MARKER, STAGE_RANGE, STATE_RANGES, isStateKey, stageKey, unstageKey } from './keys.js'
+import { DigestBuilder, type StateDigest } from './state-transfer.js'
+import type { BatchOp, Store, StoreSnapshot } from './store.js'
+
+/**
+ * Resync by difference: brings a target store to a source's state at some seq while only the
+ * difference crosses the wire. The source cuts its state into ranges of about `targetBytes`
+ * and sends one summary per range; the target answers, for each range it holds differently,
+ * its keys with a short hash of each value; the source answers with the puts and dels that
+ * make the range equal. The target stages those ops under `s` (keys.ts) and touches its real
+ * keys only once (old state + staged ops) digests to the source's whole-state digest, so it
+ * always holds either its old state or the whole new one. Nothing here knows frames or sockets.
+ */
+
+export const DEFAULT_RANGE_BYTES = 1 << 20
+/** Largest body the encoders make: the frame layer's limit (repl/frames.ts; store must not import repl). */
+export const MAX_MESSAGE_BODY = 16 * 1024 * 1024
+const APPLY_BATCH_BYTES = 4 << 20
+/** Target-side buffer of a range's entries before their value hashes are taken anyway. */
+const PENDING_MAX = 4 << 20
+const DIGEST_BYTES = 16
+const HASH_BYTES = 8
+const TAG_DEL = 0x00
+const TAG_PUT = 0x01
+
+export interface RangeSummary {
+  /** Exclusive end key; null = end of the state keyspace (the last range, and only it). */
+  end: Buffer | null
+  /** First 16 bytes of sha256 over (u32 klen, k, u32 vlen, v) of the range's entries. */
+  digest: Buffer
+  entries: number
+}
+export interface KeyHash { key: Buffer, hash: Buffer }
+export interface RangeKeys { index: number, keys: KeyHash[] }
+export interface RangeDelta { puts: Array<[Buffer, Buffer]>, dels: Buffer[] }
+
+function rangeDigest (d: DigestBuilder): Buffer {
+  return Buffer.from(d.finish().digest, 'hex').subarray(0, DIGEST_BYTES)
+}
+
+function valueHash (v: Buffer): Buffer {
+  return createHash('sha256').update(v).digest().subarray(0, HASH_BYTES)
+}
+
+/** The smallest key after `k`: ends a range right after its last entry, with no look-ahead. */
+function successor (k: Buffer): Buffer {
+  return Buffer.concat([k, Buffer.of(0)])
+}
+
+/** Walks `entries` (state entries in key order) once: range summaries plus the whole-state digest. */
+export async function summarizeRanges (entries: AsyncIterable<[Buffer, Buffer]>, targetBytes = DEFAULT_RANGE_BYTES): Promise<{ ranges: RangeSummary[], total: StateDigest }> {
+  if (!(targetBytes > 0)) throw new ReplfsError('BAD_ARGUMENT', `range size must be positive, got ${targetBytes}`)
+  const ranges: RangeSummary[] = []
+  const total = new DigestBuilder()
+  let cur = new DigestBuilder()
+  for await (const [k, v] of entries) {
+    total.add(k, v)
+    cur.add(k, v)
+    if (cur.bytes >= targetBytes) {
+      ranges.push({ end: successor(k), digest: rangeDigest(cur), entries: cur.entries })
+      cur = new DigestBuilder()
+    }
+  }
+  // The last range reaches the end of the keyspace, so a target's keys past the source's are in one.
+  if (cur.entries > 0 || ranges.length === 0) ranges.push({ end: null, digest: rangeDigest(cur), entries: cur.entries })
+  else ranges[ranges.length - 1].end = null
+  return { ranges, total: total.finish() }
+}
+
+/** A complete summary list: ends strictly increasing, only the last one open. */
+function checkSummaries (s: RangeSummary[]): void {
+  if (s.length === 0 || s[s.length - 1].end !== null) throw invalid('range summaries do not end with an open range')
+  for (let i = 0; i < s.length - 1; i++) {
+    const [prev, end] = [i > 0 ? s[i - 1].end : null, s[i].end]
+    if (end === null || (prev !== null && prev.compare(end) >= 0)) throw invalid(`range ${i} does not end after range ${i - 1}`)
+  }
+}
+
+/** Target side: yields, in order, each range whose entries differ from the summary, with the target's key hashes in it. */
+export async function * differingRanges (entries: AsyncIterable<[Buffer, Buffer]>, summaries: RangeSummary[]): AsyncGenerator<RangeKeys> {
+  checkSummaries(summaries)
+  let i = 0
+  let d = new DigestBuilder()
+  // Most ranges match: hash values only once a range differs, unless it grows too big to hold.
+  let pending: Array<[Buffer, Buffer]> = []
+  let hashed: KeyHash[] = []
+  const flush = (): void => {
+    for (const [key, v] of pending) hashed.push({ key, hash: valueHash(v) })
+    pending = []
+  }
+  const close = (): RangeKeys | null => {
+    const s = summaries[i++]
+    const differs = d.entries !== s.entries || !rangeDigest(d).equals(s.digest)
+    if (differs) flush()
+    const out = differs ? { index: i - 1, keys: hashed } : null
+    d = new DigestBuilder()
+    pending = []
+    hashed = []
+    return out
+  }
+  for await (const [k, v] of entries) {
+    for (let end = summaries[i].end; end !== null && k.compare(end) >= 0; end = summaries[i].end) {
+      const r = close()
+      if (r !== null) yield r
+    }
+    const before = d.bytes
+    d.add(k, v)
+    pending.push([k, v])
+    if (Math.floor(before / PENDING_MAX) !== Math.floor(d.bytes / PENDING_MAX)) flush()
+  }
+  while (i < summaries.length) {
+    const r = close()
+    if (r !== null) yield r
+  }
+}
+
+/** Bounds [start, end) of range i (start null = beginning of the state keyspace). */
+export function rangeBounds (summaries: RangeSummary[], index: number): [Buffer | null, Buffer | null] {
+  if (!Number.isInteger(index) || index < 0 || index >= summaries.length) throw invalid(`no range ${index} (${summaries.length} ranges)`)
+  return [index === 0 ? null : summaries[index - 1].end, summaries[index].end]
+}
+
+/** Source side: what the target must put and delete so that range [start,end) holds exactly the source's entries. */
+export async function rangeDelta (sourceEntriesInRange: AsyncIterable<[Buffer, Buffer]>, targetKeys: KeyHash[]): Promise<RangeDelta> {
+  for (let n = 1; n < targetKeys.length; n++) if (targetKeys[n - 1].key.compare(targetKeys[n].key) >= 0) throw invalid('target key list is not in strict key order')
+  const puts: Array<[Buffer, Buffer]> = []
+  const dels: Buffer[] = []
+  let j = 0
+  for await (const [k, v] of sourceEntriesInRange) {
+    while (j < targetKeys.length && targetKeys[j].key.compare(k) < 0) dels.push(targetKeys[j++].key)
+    if (j < targetKeys.length && targetKeys[j].key.equals(k)) {
+      if (!valueHash(v).equals(targetKeys[j].hash)) puts.push([k, v])
+      j++
+    } else puts.push([k, v])
+  }
+  while (j < targetKeys.length) dels.push(targetKeys[j++].key)
+  return { puts, dels }
+}
+
+/** Entries of `store` (optionally at a StoreSnapshot) in [start,end) restricted to STATE_RANGES, in key order. */
+export async function * stateEntriesIn (store: Store, start: Buffer | null, end: Buffer | null, snapshot?: StoreSnapshot): AsyncGenerator<[Buffer, Buffer]> {
+  for (const [gte, lt] of STATE_RANGES) {
+    const lo = start !== null && start.compare(gte) > 0 ? start : gte
+    const hi = end !== null && end.compare(lt) < 0 ? end : lt
+    if (lo.compare(hi) < 0) yield * store.iterate(lo, hi, { snapshot })
+  }
+}
+
+// ---- Messages. Every body: u8 kind | u8 flags (bit 0: last part) | u32 BE index | counts (varint) | items.
+
+const KIND_SUMMARIES = 1
+const KIND_KEYS = 2
+const KIND_DELTA = 3
+const HEADER_MAX = 1 + 1 + 4 + 5 + 5
+
+export interface SummaryChunk { start: number, ranges: RangeSummary[], last: boolean }
+export interface RangeKeysPart extends RangeKeys { last: boolean }
+export interface RangeDeltaPart extends RangeDelta { index: number, last: boolean }
+
+function varintLen (n: number): number {
+  let len = 1
+  while (n >= 0x80) { n = Math.floor(n / 0x80); len++ }
+  return len
+}
+const blobLen = (b: Buffer): number => varintLen(b.length) + b.length
+
+class Writer {
+  private readonly buf: Buffer
+  private off = 0
+  constructor (size: number) { this.buf = Buffer.allocUnsafe(size) }
+  u8 (n: number): this { this.buf[this.off++] = n; return this }
+  u32 (n: number): this { this.buf.writeUInt32BE(n, this.off); this.off += 4; return this }
+  varint (n: number): this {
+    for (; n >= 0x80; n = Math.floor(n / 0x80)) this.buf[this.off++] = (n % 0x80) | 0x80
+    return this.u8(n)
+  }
+
+  bytes (b: Buffer): this { b.copy(this.buf, this.off); this.off += b.length; return this }
+  blob (b: Buffer): this { return this.varint(b.length).bytes(b) }
+  done (): Buffer { return this.buf.subarray(0, this.off) }
+}
+
+/** Reads a body it owns a copy of, so decoded keys and values outlive the frame's buffers. */
+class Reader {
+  private readonly buf: Buffer
+  private off = 0
+  constructor (body: Buffer, private readonly what: string) { this.buf = Buffer.from(body) }
+  bytes (n: number): Buffer {
+    if (n > this.buf.length - this.off) throw invalid(`${this.what} truncated at byte ${this.off}`)
+    this.off += n
+    return this.buf.subarray(this.off - n, this.off)
+  }
+
+  u8 (): number { return this.bytes(1)[0] }
+  u32 (): number { return this.bytes(4).readUInt32BE(0) }
+  /** At most 5 bytes and 2^32 - 1, so garbage can neither overflow nor run on. */
+  varint (): number {
+    let n = 0
+    for (let i = 0, mul = 1, b = 0x80; i < 5 && b >= 0x80; i++, mul *= 0x80) {
+      b = this.u8()
+      n += (b & 0x7f) * mul
+      if (b < 0x80 && n <= 0xffffffff) return n
+    }
+    throw invalid(`${this.what} has a malformed varint at byte ${this.off}`)
+  }
+
+  blob (): Buffer { return this.bytes(this.varint()) }
+  header (kind: number): { last: boolean, index: number } {
+    const k = this.u8()
+    if (k !== kind) throw invalid(`${this.what}: message kind ${k}, expected ${kind}`)
+    const flags = this.u8()
+    if ((flags & ~1) !== 0) throw invalid(`${this.what}: unknown flags 0x${flags.toString(16)}`)
+    return { last: (flags & 1) === 1, index: this.u32() }
+  }
+
+  end (): void {
+    if (this.off !== this.buf.length) throw invalid(`${this.what} has ${this.buf.length - this.off} bytes after its end`)
+  }
+}
+
+/** Groups items into parts whose bodies stay within maxBody. Always at least one part. */
+function split<T> (items: T[], size: (x: T) => number, maxBody: number, what: string): Array<{ items: T[], bytes: number }> {
+  const budget = maxBody - HEADER_MAX
+  const parts = [{ items: [] as T[], bytes: 0 }]
+  for (const x of items) {
+    const s = size(x)
+    if (s > budget) throw new ReplfsError('BAD_ARGUMENT', `${what}: one item of ${s} bytes does not fit a ${maxBody}-byte body`)
+    let p = parts[parts.length - 1]
+    if (p.bytes + s > budget) parts.push(p = { items: [], bytes: 0 })
+    p.items.push(x)
+    p.bytes += s
+  }
+  return parts
+}
+
+/** Encodes items as one or more bodies, each holding as many as fit and its counts (`counts`). */
+function encodeParts<T> (kind: number, index: (first: number) => number, items: T[], size: (x: T) => number,
+  counts: (part: T[]) => number[], write: (w: Writer, x: T) => void, maxBody: number, what: string): Buffer[] {
+  let first = 0
+  return split(items, size, maxBody, what).map((p, n, all) => {
+    const w = new Writer(HEADER_MAX + p.bytes).u8(kind).u8(n === all.length - 1 ? 1 : 0).u32(index(first))
+    for (const c of counts(p.items)) w.varint(c)
+    for (const x of p.items) write(w, x)
+    first += p.items.length
+    return w.done()
+  })
+}
+
+/** The range list as one or more bodies (SummaryChunks, index = first range), in order. */
+export function encodeSummaries (ranges: RangeSummary[], maxBody = MAX_MESSAGE_BODY): Buffer[] {
+  return encodeParts(KIND_SUMMARIES, first => first, ranges,
+    s => 1 + (s.end === null ? 0 : blobLen(s.end)) + DIGEST_BYTES + varintLen(s.entries), p => [p.length],
+    (w, s) => (s.end === null ? w.u8(0) : w.u8(1).blob(s.end)).bytes(s.digest).varint(s.entries), maxBody, 'range summaries')
+}
+
+export function decodeSummaries (body: Buffer): SummaryChunk {
+  const r = new Reader(body, 'range summaries')
+  const { last, index } = r.header(KIND_SUMMARIES)
+  const ranges: RangeSummary[] = []
+  for (let i = 0, n = r.varint(); i < n; i++) {
+    const tag = r.u8()
+    if (tag > 1) throw invalid(`range summaries: end tag ${tag}`)
+    const end = tag === 1 ? r.blob() : null
+    const prev = i > 0 ? ranges[i - 1].end : null
+    if (i > 0 && (prev === null || (end !== null && prev.compare(end) >= 0))) throw invalid('range summaries: ends out of order')
+    ranges.push({ end, digest: r.bytes(DIGEST_BYTES), entries: r.varint() })
+  }
+  r.end()
+  const n = ranges.length
+  if (last ? n === 0 || ranges[n - 1].end !== null : n > 0 && ranges[n - 1].end === null) throw invalid('range summaries: the open range is not the last one')
+  return { start: index, ranges, last }
+}
+
+/** Appends a received chunk to the list so far; returns whether the list is complete. */
+export function appendSummaries (into: RangeSummary[], chunk: SummaryChunk): boolean {
+  if (chunk.start !== into.length) throw invalid(`range summaries chunk starts at ${chunk.start}, expected ${into.length}`)
+  into.push(...chunk.ranges)
+  return chunk.last
+}
+
+/** One range's key hashes as one or more bodies; the source joins the parts up to the last. */
+export function encodeRangeKeys (rk: RangeKeys, maxBody = MAX_MESSAGE_BODY): Buffer[] {
+  return encodeParts(KIND_KEYS, () => rk.index, rk.keys, k => blobLen(k.key) + HASH_BYTES, p => [p.length],
+    (w, k) => w.blob(k.key).bytes(k.hash), maxBody, 'range keys')
+}
+
+export function decodeRangeKeys (body: Buffer): RangeKeysPart {
+  const r = new Reader(body, 'range keys')
+  const { last, index } = r.header(KIND_KEYS)
+  const keys: KeyHash[] = []
+  for (let i = 0, n = r.varint(); i < n; i++) {
+    const key = r.blob()
+    if (i > 0 && keys[i - 1].key.compare(key) >= 0) throw invalid('range keys: keys out of order')
+    keys.push({ key, hash: r.bytes(HASH_BYTES) })
+  }
+  r.end()
+  return { index, keys, last }
+}
+
+/** One range's delta as one or more bodies (puts first); the target stages each part as it arrives. */
+export function encodeRangeDelta (index: number, delta: RangeDelta, maxBody = MAX_MESSAGE_BODY): Buffer[] {
+  const ops: Array<[Buffer, Buffer | null]> = [...delta.puts, ...delta.dels.map((k): [Buffer, null] => [k, null])]
+  return encodeParts(KIND_DELTA, () => index, ops, ([k, v]) => blobLen(k) + (v === null ? 0 : blobLen(v)),
+    p => { const puts = p.filter(([, v]) => v !== null).length; return [puts, p.length - puts] },
+    (w, [k, v]) => v === null ? w.blob(k) : w.blob(k).blob(v), maxBody, 'range delta')
+}
+
+export function decodeRangeDelta (body: Buffer): RangeDeltaPart {
+  const r = new Reader(body, 'range delta')
+  const { last, index } = r.header(KIND_DELTA)
+  const nPuts = r.varint()
+  const nDels = r.varint()
+  const puts: Array<[Buffer, Buffer]> = []
+  const dels: Buffer[] = []
+  for (let i = 0; i < nPuts; i++) puts.push([r.blob(), r.blob()])
+  for (let i = 0; i < nDels; i++) dels.push(r.blob())
+  r.end()
+  return { index, puts, dels, last }
+}
+
+// ---- Staging on the target.
+
+type Phase = 'staging' | 'applying' | 'direct'
+const PHASES: Phase[] = ['staging', 'applying', 'direct']
+
+interface Marker { phase: Phase, seq: number, finalOps: BatchOp[] }
+
+/** Marker value: JSON of the phase, the seq and (applying) the final ops, keys and values in hex. */
+function encodeMarker (phase: Phase, seq: number, finalOps: BatchOp[] = []): Buffer {
+  const ops = finalOps.map(op => op.type === 'put' ? [op.key.toString('hex'), op.value.toString('hex')] : [op.key.toString('hex')])
+  return Buffer.from(JSON.stringify({ phase, seq, ops }))
+}
+
+function decodeMarker (v: Buffer): Marker {
+  try {
+    const m = JSON.parse(v.toString()) as { phase: Phase, seq: number, ops: string[][] }
+    if (!PHASES.includes(m.phase) || !Array.isArray(m.ops)) throw new Error(`phase ${String(m.phase)}`)
+    const finalOps = m.ops.map(([k, val]): BatchOp => val === undefined
+      ? { type: 'del', key: Buffer.from(k, 'hex') }
+      : { type: 'put', key: Buffer.from(k, 'hex'), value: Buffer.from(val, 'hex') })
+    return { phase: m.phase, seq: m.seq, finalOps }
+  } catch (err) {
+    throw new ReplfsError('STORE_CORRUPT', 'the resync marker is unreadable: cannot tell whether the state is old or half-applied', { cause: err, hint: 'Recreate this replica with a full copy from the primary' })
+  }
+}
+
+export interface CommitOptions {
+  /** Bytes of staged entries per apply batch. */
+  batchBytes?: number
+  /** Called after each apply batch but the last; a test that throws here simulates a crash mid-apply. */
+  afterBatch?: (batches: number) => void | Promise<void>
+}
+export interface ResyncStats { puts: number, dels: number, bytes: number }
+
+/** Merges the state with staged ops (in key order): what the state will be once they are applied. */
+async function * withStaged (state: AsyncIterable<[Buffer, Buffer]>, staged: AsyncIterable<[Buffer, Buffer]>): AsyncGenerator<[Buffer, Buffer]> {
+  const a = state[Symbol.asyncIterator]()
+  const b = staged[Symbol.asyncIterator]()
+  try {
+    let x = await a.next()
+    let y = await b.next()
+    while (x.done !== true || y.done !== true) {
+      if (y.done === true || (x.done !== true && x.value[0].compare(unstageKey(y.value[0])) < 0)) {
+        yield x.value as [Buffer, Buffer]
+        x = await a.next()
+        continue
+      }
+      const [sk, sv] = y.value
+      if (sv[0] === TAG_PUT) yield [unstageKey(sk), sv.subarray(1)]
+      if (x.done !== true && x.value[0].equals(unstageKey(sk))) x = await a.next()
+      y = await b.next()
+    }
+  } finally {
+    await a.return?.()
+    await b.return?.()
+  }
+}
+
+/** Applies every staged op in batches, each also dropping what it applied, so a redo is idempotent. */
+async function applyStaged (store: Store, finalOps: BatchOp[], opts: CommitOptions): Promise<ResyncStats> {
+  const limit = opts.batchBytes ?? APPLY_BATCH_BYTES
+  const stats = { puts: 0, dels: 0, bytes: 0 }
+  let ops: BatchOp[] = []
+  let size = 0
+  let batches = 0
+  for await (const [sk, sv] of store.iterate(STAGE_RANGE[0], STAGE_RANGE[1])) {
+    const key = unstageKey(sk)
+    if (sv[0] === TAG_PUT) {
+      ops.push({ type: 'put', key, value: sv.subarray(1) })
+      stats.puts++
+      stats.bytes += key.length + sv.length - 1
+    } else {
+      ops.push({ type: 'del', key })
+      stats.dels++
+    }
+    ops.push({ type: 'del', key: sk })
+    size += sk.length + sv.length
+    if (size >= limit) {
+      await store.write(ops)
+      ops = []
+      size = 0
+      await opts.afterBatch?.(++batches)
+    }
+  }
+  await store.write([...ops, ...finalOps, { type: 'del', key: RESYNC_MARKER }], { sync: true })
+  return stats
+}
+
+async function stateIsEmpty (store: Store): Promise<boolean> {
+  for await (const _ of stateEntriesIn(store, null, null)) return false // returning closes the iterator
+  return true
+}
+
+/** Empties the state (as discardPartialCopy does), then the staging area. */
+async function wipe (store: Store): Promise<void> {
+  for (const [gte, lt] of [...STATE_RANGES, JOURNAL_RANGE, STAGE_RANGE]) await store.clearRange(gte, lt)
+}
+
+async function dropMarker (store: Store): Promise<void> {
+  await store.write([{ type: 'del', key: RESYNC_MARKER }], { sync: true })
+}
+
+export class StagedResync {
+  private readonly stats: ResyncStats = { puts: 0, dels: 0, bytes: 0 }
+  private finished = false
+  private constructor (private readonly store: Store, readonly seq: number, readonly direct: boolean) {}
+
+  /**
+   * Marks a resync under way (synced) and clears staging from an earlier attempt. An earlier
+   * attempt's marker is recovered first: its staging area may be half-applied, never just dropped.
+   * `direct`: the state is empty, so ops go straight to the real keys (a crash empties it again).
+   */
+  static async begin (store: Store, info: { seq: number, direct?: boolean }): Promise<StagedResync> {
+    const direct = info.direct === true
+    await StagedResync.recover(store)
+    if (direct && !(await stateIsEmpty(store))) throw new ReplfsError('BAD_ARGUMENT', 'a direct resync needs a store with an empty state', { hint: 'Resync without direct mode, which stages the difference' })
+    await store.write([{ type: 'put', key: RESYNC_MARKER, value: encodeMarker(direct ? 'direct' : 'staging', info.seq) }], { sync: true })
+    await store.clearRange(STAGE_RANGE[0], STAGE_RANGE[1])
+    return new StagedResync(store, info.seq, direct)
+  }
+
+  /** Stages (or, direct, writes) one part of a delta; each call is written before it returns. */
+  async add (puts: Array<[Buffer, Buffer]>, dels: Buffer[]): Promise<void> {
+    if (this.finished) throw new ReplfsError('BAD_ARGUMENT', 'resync already committed or abandoned')
+    for (const k of [...puts.map(([k]) => k), ...dels]) checkKey(k)
+    const ops: BatchOp[] = this.direct
+      ? [...puts.map(([key, value]): BatchOp => ({ type: 'put', key, value })), ...dels.map((key): BatchOp => ({ type: 'del', key }))]
+      : [...puts.map(([k, v]): BatchOp => ({ type: 'put', key: stageKey(k), value: Buffer.concat([Buffer.of(TAG_PUT), v]) })),
+          ...dels.map((k): BatchOp => ({ type: 'put', key: stageKey(k), value: Buffer.of(TAG_DEL) }))]
+    this.stats.puts += puts.length
+    this.stats.dels += dels.length
+    for (const [k, v] of puts) this.stats.bytes += k.length + v.length
+    await this.store.write(ops)
+  }
+
+  /**
+   * Checks (state + staged ops) against the source's whole-state digest without touching the
+   * real keys; on a mismatch drops the staging (direct: empties the state again) and throws
+   * RECORD_INVALID. Then applies the staged ops and, in the last synced batch, `finalOps`.
+   */
+  async commit (expected: StateDigest, finalOps: BatchOp[] = [], opts: CommitOptions = {}): Promise<ResyncStats> {
+    if (this.finished) throw new ReplfsError('BAD_ARGUMENT', 'resync already committed or abandoned')
+    this.finished = true
+    const got = await this.digest()
+    if (got.digest !== expected.digest || got.entries !== expected.entries || got.bytes !== expected.bytes) {
+      if (this.direct) await wipe(this.store)
+      else await this.store.clearRange(STAGE_RANGE[0], STAGE_RANGE[1])
+      await dropMarker(this.store)
+      throw new ReplfsError('RECORD_INVALID', `resync at seq ${this.seq} does not match the source's digest (${got.entries} entries ${got.digest.slice(0, 12)}, expected ${expected.entries} ${expected.digest.slice(0, 12)}); the old state is kept`)
+    }
+    if (this.direct) {
+      await this.store.write([...finalOps, { type: 'del', key: RESYNC_MARKER }], { sync: true })
+      return { ...this.stats }
+    }
+    // From here on, recovery finishes the apply (with the same final ops) instead of dropping it.
+    await this.store.write([{ type: 'put', key: RESYNC_MARKER, value: encodeMarker('applying', this.seq, finalOps) }], { sync: true })
+    return await applyStaged(this.store, finalOps, opts)
+  }
+
+  /** Digest of the state this resync would leave. */
+  private async digest (): Promise<StateDigest> {
+    const snap = await this.store.snapshot()
+    try {
+      const d = new DigestBuilder()
+      const state = stateEntriesIn(this.store, null, null, snap)
+      const entries = this.direct ? state : withStaged(state, this.store.iterate(STAGE_RANGE[0], STAGE_RANGE[1], { snapshot: snap }))
+      for await (const [k, v] of entries) d.add(k, v)
+      return d.finish()
+    } finally {
+      await snap.close()
+    }
+  }
+
+  /** At store open: finishes or undoes a resync that a crash interrupted, by its marker's phase. */
+  static async recover (store: Store): Promise<'none' | 'discarded' | 'applied' | 'emptied'> {
+    const v = await store.get(RESYNC_MARKER)
+    if (v === undefined) return 'none'
+    const m = decodeMarker(v)
+    if (m.phase === 'applying') {
+      await applyStaged(store, m.finalOps, {})
+      return 'applied'
+    }
+    if (m.phase === 'staging') await store.clearRange(STAGE_RANGE[0], STAGE_RANGE[1])
+    else await wipe(store)
+    await dropMarker(store)
+    return m.phase === 'staging' ? 'discarded' : 'emptied'
+  }
+}
+
+function checkKey (k: Buffer): void {
+  if (!isStateKey(k)) throw new ReplfsError('RECORD_INVALID', `resync delta holds a key outside the replicated state (prefix 0x${k[0]?.toString(16) ?? '??'})`)
+}
+
+function invalid (msg: string, cause?: unknown): ReplfsError {
+  return new ReplfsError('FRAME_INVALID', msg, { cause })
+}
