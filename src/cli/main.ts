@@ -2,6 +2,7 @@ import { Command } from 'commander'
 import { registerFsck } from './fsck.js'
 import { registerInit } from './init.js'
 import { registerMount } from './mount.js'
+import { registerRole } from './role.js'
 import { registerStatus } from './status.js'
 import { registerSnapshot } from './snapshot.js'
 import { registerUmount } from './umount.js'
@@ -23,5 +24,6 @@ registerStatus(program)
 registerFsck(program)
 registerVerify(program)
 registerSnapshot(program)
+registerRole(program)
 
 program.parseAsync(process.argv).catch(reportError)

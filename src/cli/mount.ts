@@ -9,6 +9,7 @@ import { parseSize } from './util.js'
 import type { ReplicationConfig } from '../daemon/replication.js'
 import { parseEndpoint } from '../net/transport.js'
 import { readSecretFile } from '../repl/auth.js'
+import { SPLIT_BRAIN_POLICIES, type SplitBrainPolicy } from '../repl/generations.js'
 
 interface MountFlags {
   store: string
@@ -29,6 +30,8 @@ interface MountFlags {
   tlsCa?: string
   journalSize: string
   peerTimeout: string
+  afterSplitBrain: string
+  force?: boolean
 }
 
 export function registerMount (program: Command): void {
@@ -53,6 +56,8 @@ export function registerMount (program: Command): void {
     .option('--tls-ca <file>', 'the CA that signed both nodes\' certificates')
     .option('--journal-size <bytes>', 'journal kept for a lagging or disconnected peer; beyond it the peer gets a full copy', '1G')
     .option('--peer-timeout <seconds>', 'drop the peer connection after this long without a frame (pings flow every 2 s)', '15')
+    .option('--after-split-brain <policy>', 'when both nodes wrote on their own: disconnect (wait for an operator), discard-younger or discard-least-changes (that side\'s writes become a diverged snapshot)', 'disconnect')
+    .option('--force', 'a restarted primary takes writes at once, without its peer\'s word that it holds nothing newer')
     .action(async (mnt: string, o: MountFlags) => {
       if (o.foreground === true) await runForeground(mnt, o)
       else await runBackground(mnt, o)
@@ -114,6 +119,9 @@ async function replicationConfig (o: MountFlags): Promise<ReplicationConfig | un
   if (o.secretFile !== undefined && o.insecure === true) throw new ReplfsError('BAD_ARGUMENT', 'give either --secret-file or --insecure, not both')
   const tlsGiven = [o.tlsCert, o.tlsKey, o.tlsCa].filter(v => v !== undefined).length
   if (tlsGiven !== 0 && tlsGiven !== 3) throw new ReplfsError('BAD_ARGUMENT', 'TLS needs all three of --tls-cert, --tls-key and --tls-ca')
+  if (!(SPLIT_BRAIN_POLICIES as readonly string[]).includes(o.afterSplitBrain)) {
+    throw new ReplfsError('BAD_ARGUMENT', `--after-split-brain must be one of ${SPLIT_BRAIN_POLICIES.join(', ')}, not '${o.afterSplitBrain}'`)
+  }
   const timeout = Number(o.peerTimeout)
   if (!(timeout > 0)) throw new ReplfsError('BAD_ARGUMENT', `--peer-timeout must be a positive number of seconds, not '${o.peerTimeout}'`)
   return {
@@ -124,7 +132,9 @@ async function replicationConfig (o: MountFlags): Promise<ReplicationConfig | un
     mode: o.mode,
     tls: tlsGiven === 3 ? { cert: o.tlsCert!, key: o.tlsKey!, ca: o.tlsCa! } : null,
     journalBytes: parseSize(o.journalSize),
-    channel: { idleTimeoutMs: timeout * 1000, pingIntervalMs: Math.min(2000, timeout * 250) }
+    channel: { idleTimeoutMs: timeout * 1000, pingIntervalMs: Math.min(2000, timeout * 250) },
+    policy: o.afterSplitBrain as SplitBrainPolicy,
+    force: o.force === true
   }
 }
 

@@ -109,6 +109,7 @@ export class MountDaemon {
         return await this.repl.verify()
       case 'promote': return await this.replication().promote({ force: (req as { force?: unknown }).force === true })
       case 'demote': return await this.replication().demote({ force: (req as { force?: unknown }).force === true })
+      case 'switchover': return await this.replication().switchover()
       case 'unmount':
         setImmediate(() => { void this.stop() })
         return { unmounting: this.opts.mountpoint }

@@ -104,7 +104,12 @@ export class VolumeReplication {
 
   private becomeSecondary (): void {
     this.hooks.setWritable(false)
-    this.secondary = new ReplicationSecondary({ ...this.common(), onStateReplaced: this.hooks.onStateReplaced })
+    this.secondary = new ReplicationSecondary({
+      ...this.common(),
+      onStateReplaced: this.hooks.onStateReplaced,
+      // Answered already: promoting closes this very connection, so it runs after.
+      onSwitchover: () => { setImmediate(() => { this.promote({ force: true }).catch(err => this.log.error({ err }, 'promotion asked by the switchover failed')) }) }
+    })
   }
 
   private inbound (s: Duplex, peer: string): void {
@@ -210,8 +215,37 @@ export class VolumeReplication {
     })
   }
 
+  /**
+   * Planned role swap, run on the primary: writes stop, the peer acknowledges everything, it is
+   * asked to promote itself and confirms, and this node demotes itself. No acknowledged write can
+   * be lost and nothing is copied: the new primary resumes the old one from its journal.
+   */
+  async switchover (opts: { timeoutMs?: number } = {}): Promise<Record<string, unknown>> {
+    return await this.exclusive(async () => {
+      const p = this.primary
+      if (p === null || this.node.fenced) throw new ReplfsError('BAD_ARGUMENT', 'switchover runs on the writable primary', { hint: 'On a secondary: replfs promote' })
+      const began = performance.now()
+      this.hooks.setWritable(false)
+      try {
+        await this.opened.log.settle()
+        const seq = this.opened.state.counters.seq
+        await p.waitAcked(seq, opts.timeoutMs ?? 30_000)
+        await p.handOff(seq, opts.timeoutMs ?? 30_000)
+        await this.switchTo('secondary')
+        const ms = Math.round(performance.now() - began)
+        this.log.warn({ seq, ms }, 'switchover: the peer is primary, this node its secondary')
+        return { role: 'secondary', seq, ms, changed: true }
+      } catch (err) {
+        if (this.primary === p) this.hooks.setWritable(true)
+        throw err
+      }
+    })
+  }
+
   status (): Record<string, unknown> {
-    return { ...(this.current()?.status() ?? {}), role: this.node.role, fenced: this.node.fenced, generation: this.node.current ?? null, history: this.node.history.length }
+    const side = this.current()?.status() ?? {}
+    const code = (side.lastError as { code?: string } | null | undefined)?.code
+    return { ...side, role: this.node.role, fenced: this.node.fenced, splitBrain: code === 'SPLIT_BRAIN', generation: this.node.current ?? null, history: this.node.history.length }
   }
 
   async verify (): Promise<VerifyResult> {

@@ -28,7 +28,8 @@ export const FrameType = {
   RESYNC: 14,
   RANGES: 15,
   RANGE_KEYS: 16,
-  RANGE_DELTA: 17
+  RANGE_DELTA: 17,
+  SWITCHOVER: 18
 } as const
 export type FrameTypeName = keyof typeof FrameType
 

@@ -86,6 +86,24 @@ export class ReplicationPrimary {
     await new Promise<void>(resolve => this.gateWaiters.push({ seq, resolve }))
   }
 
+  private handOffDone: ((seq: number) => void) | null = null
+
+  /**
+   * Planned switchover: asks the streaming peer, which holds everything up to `seq`, to promote
+   * itself; resolves once it says it has. The caller has stopped writes first.
+   */
+  async handOff (seq: number, timeoutMs: number): Promise<void> {
+    const s = this.session
+    if (s === null || !this.streaming || this.ackedSeq < seq) throw new ReplfsError('PEER_REFUSED', 'the peer is not streaming with everything acknowledged', { hint: 'See replfs status' })
+    const answered = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { this.handOffDone = null; reject(new ReplfsError('PEER_REFUSED', `the peer did not confirm its promotion within ${timeoutMs / 1000} s`)) }, timeoutMs)
+      this.handOffDone = got => { clearTimeout(timer); this.handOffDone = null; got === seq ? resolve() : reject(new ReplfsError('PEER_REFUSED', `the peer promoted itself at ${got}, not ${seq}`)) }
+      s.ch.closed.then(() => { clearTimeout(timer); reject(new ReplfsError('PEER_REFUSED', 'the connection ended during the switchover')) }, () => {})
+    })
+    s.ch.sendJson('SWITCHOVER', { seq })
+    await answered
+  }
+
   /**
    * Resolves once the peer has acknowledged `seq` (for a demote: nothing this primary holds may be
    * missing there); rejects when no peer is streaming, or after `timeoutMs`.
@@ -278,6 +296,12 @@ export class ReplicationPrimary {
           if (i < 0) refuse(ch, 'BAD_FRAME', `VERIFY_RES for unknown request ${String(r.id)}`)
           const [v] = this.verifies.splice(i, 1)
           v.resolve({ digest: String(r.digest), entries: Number(r.entries), bytes: Number(r.bytes) })
+          break
+        }
+        case 'SWITCHOVER': {
+          const { seq } = parseJsonBody<{ seq: number }>(f)
+          if (this.handOffDone === null || !Number.isSafeInteger(seq)) refuse(ch, 'BAD_FRAME', 'SWITCHOVER answer nobody asked for')
+          this.handOffDone(seq)
           break
         }
         case 'PING': break

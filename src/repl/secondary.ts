@@ -27,6 +27,8 @@ export interface SecondaryOptions {
   onStateReplaced?: () => void
   node: NodeGenerations
   policy?: SplitBrainPolicy
+  /** The primary hands over (planned switchover): this node holds everything and is to promote itself. */
+  onSwitchover?: (seq: number) => void
 }
 
 /** Longest stretch of applying buffered records before the event loop gets a turn (see LoopYield). */
@@ -182,6 +184,14 @@ export class ReplicationSecondary {
       if (f === null) throw new ReplfsError('PEER_REFUSED', 'the primary closed the connection')
       switch (f.type) {
         case 'RECORD': await this.applyRecordFrame(ch, f); break
+        case 'SWITCHOVER': {
+          const { seq } = parseJsonBody<{ seq: number }>(f)
+          await this.opts.log.settle()
+          if (seq !== this.opts.log.state.counters.seq || this.opts.onSwitchover === undefined) refuse(ch, 'BAD_FRAME', `switchover at ${String(seq)}, but this node holds ${this.opts.log.state.counters.seq}`)
+          ch.sendJson('SWITCHOVER', { seq })
+          this.opts.onSwitchover(seq)
+          break
+        }
         case 'VERIFY_REQ': this.verify(ch, parseJsonBody<{ id: number, seq: number }>(f)); break
         case 'PING': {
           const { seq } = parseJsonBody<{ seq: number }>(f)
