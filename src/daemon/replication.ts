@@ -245,7 +245,7 @@ export class VolumeReplication {
   status (): Record<string, unknown> {
     const side = this.current()?.status() ?? {}
     const code = (side.lastError as { code?: string } | null | undefined)?.code
-    return { ...side, role: this.node.role, fenced: this.node.fenced, splitBrain: code === 'SPLIT_BRAIN', generation: this.node.current ?? null, history: this.node.history.length }
+    return { ...side, role: this.node.role, fenced: this.node.fenced, splitBrain: code === 'SPLIT_BRAIN' && side.phase !== 'streaming', generation: this.node.current ?? null, history: this.node.history.length }
   }
 
   async verify (): Promise<VerifyResult> {
