@@ -175,9 +175,14 @@ export class VolumeReplication {
     return await this.exclusive(async () => {
       if (this.node.role === 'primary' && !this.node.fenced) return { role: 'primary', generation: this.node.current, changed: false }
       const s = this.secondary
-      if (s !== null && opts.force !== true) {
+      if (opts.force !== true) {
+        if (s === null) throw new ReplfsError('BAD_ARGUMENT', 'this primary restarted and its peer has not confirmed that it holds nothing newer', { hint: 'Wait until it reaches its peer (replfs status), or, if the peer is gone for good: replfs promote --force' })
         if (s.phase === 'resyncing') throw new ReplfsError('BAD_ARGUMENT', 'a resync is under way: this node does not hold a state the primary had yet', { hint: 'Wait for it (replfs status), or: replfs promote --force (the state from before the resync is what you get)' })
         if (s.phase === 'streaming') throw new ReplfsError('BAD_ARGUMENT', 'the primary is connected and streaming to this node: demote it first, or use replfs switchover on it', { hint: 'Planned: replfs switchover <mountpoint> on the primary. Or: replfs promote --force (split brain)' })
+        await this.opened.log.settle()
+        if (s.peerDemotedAt !== this.opened.state.counters.seq) {
+          throw new ReplfsError('BAD_ARGUMENT', 'the primary cannot be reached: it may still be primary, and promoting this node would split the pair\'s history', { hint: 'If the primary is down for good (or fenced): replfs promote --force. Its writes this node lacks come back as a diverged snapshot' })
+        }
       }
       await this.opened.log.settle()
       const seq = this.opened.state.counters.seq
@@ -204,6 +209,8 @@ export class VolumeReplication {
       if (opts.force !== true && p !== null) {
         try {
           await p.waitAcked(seq, opts.timeoutMs ?? 30_000)
+          // Tells the peer it holds everything: it may then be promoted without --force.
+          await p.handOff(seq, opts.timeoutMs ?? 30_000, { promote: false })
         } catch (err) {
           this.hooks.setWritable(!this.node.fenced)
           throw err

@@ -92,7 +92,7 @@ export class ReplicationPrimary {
    * Planned switchover: asks the streaming peer, which holds everything up to `seq`, to promote
    * itself; resolves once it says it has. The caller has stopped writes first.
    */
-  async handOff (seq: number, timeoutMs: number): Promise<void> {
+  async handOff (seq: number, timeoutMs: number, opts: { promote?: boolean } = {}): Promise<void> {
     const s = this.session
     if (s === null || !this.streaming || this.ackedSeq < seq) throw new ReplfsError('PEER_REFUSED', 'the peer is not streaming with everything acknowledged', { hint: 'See replfs status' })
     const answered = new Promise<void>((resolve, reject) => {
@@ -100,7 +100,7 @@ export class ReplicationPrimary {
       this.handOffDone = got => { clearTimeout(timer); this.handOffDone = null; got === seq ? resolve() : reject(new ReplfsError('PEER_REFUSED', `the peer promoted itself at ${got}, not ${seq}`)) }
       s.ch.closed.then(() => { clearTimeout(timer); reject(new ReplfsError('PEER_REFUSED', 'the connection ended during the switchover')) }, () => {})
     })
-    s.ch.sendJson('SWITCHOVER', { seq })
+    s.ch.sendJson('SWITCHOVER', { seq, promote: opts.promote !== false })
     await answered
   }
 
@@ -158,7 +158,7 @@ export class ReplicationPrimary {
   /** The peer is gone: what this primary writes from now on belongs to a generation of its own. */
   private startAlone (): void {
     const { node, log } = this.opts
-    if (node.role !== 'primary' || node.fenced) return
+    if (node.role !== 'primary' || node.fenced || this.closing) return
     node.startAlone(log.committedSeq).then(
       () => this.log.info({ generation: node.current?.id, since: node.current?.since }, 'peer lost: a new generation starts'),
       err => this.log.error({ err }, 'could not record the new generation'))
@@ -394,7 +394,10 @@ export class ReplicationPrimary {
     }
   }
 
+  private closing = false
+
   async close (): Promise<void> {
+    this.closing = true
     this.unsubscribe()
     this.opts.log.replicated = null
     const s = this.session

@@ -51,6 +51,8 @@ export class ReplicationSecondary {
   private takeover: Promise<void> = Promise.resolve()
   phase: 'disconnected' | 'handshake' | 'resyncing' | 'streaming' = 'disconnected'
   progress: ResyncProgress | null = null
+  /** Seq at which the primary said it stepped down, with this node holding all of it. */
+  peerDemotedAt: number | null = null
   peer: string | null = null
   primarySeq: number | null = null
   sync = false
@@ -150,6 +152,7 @@ export class ReplicationSecondary {
     }
     if (d.kind === 'source') refuse(ch, 'ROLE_CONFLICT', 'this node is secondary: it does not send')
     const start = await expectStart(ch, d, log.state.counters.seq)
+    this.peerDemotedAt = null
     this.peer = peer
     this.primarySeq = start.primarySeq
     this.sync = start.sync
@@ -185,11 +188,13 @@ export class ReplicationSecondary {
       switch (f.type) {
         case 'RECORD': await this.applyRecordFrame(ch, f); break
         case 'SWITCHOVER': {
-          const { seq } = parseJsonBody<{ seq: number }>(f)
+          const { seq, promote } = parseJsonBody<{ seq: number, promote?: boolean }>(f)
           await this.opts.log.settle()
           if (seq !== this.opts.log.state.counters.seq || this.opts.onSwitchover === undefined) refuse(ch, 'BAD_FRAME', `switchover at ${String(seq)}, but this node holds ${this.opts.log.state.counters.seq}`)
           ch.sendJson('SWITCHOVER', { seq })
-          this.opts.onSwitchover(seq)
+          // A demote: the primary steps down with everything here; a promote without --force may follow.
+          this.peerDemotedAt = seq
+          if (promote !== false) this.opts.onSwitchover(seq)
           break
         }
         case 'VERIFY_REQ': this.verify(ch, parseJsonBody<{ id: number, seq: number }>(f)); break
