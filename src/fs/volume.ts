@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { constants as fsConstants } from 'node:fs'
 import { ReplfsError, fsError } from '../errors.js'
 import type { RecordLog } from '../log/record-log.js'
 import { payloadWithHeadroom } from '../log/codec.js'
@@ -61,6 +62,9 @@ const FRSIZE = 4096
 
 /** `errSeen`: the write-back error count when this handle last reported one (or was opened). */
 interface Handle { ino: number, flags: number, errSeen: number }
+
+/** Set in O_DSYNC and in O_SYNC (which is O_DSYNC plus a bit of its own). */
+const O_DSYNC = fsConstants.O_DSYNC
 
 /** The directory (not listed in the root) through which snapshots are read. */
 export const SNAPSHOTS_DIR = '.snapshots'
@@ -462,6 +466,8 @@ export class Volume {
       this.checkSpace(Math.max(0, offset + len - Math.max(n.size, offset)))
       return { type: 'write', ino: h.ino, offset, data, time: nowNs() }
     })
+    // O_SYNC and O_DSYNC: each write is an fsync (here and, with sync replication, on the peer).
+    if ((h.flags & O_DSYNC) !== 0) await this.fsync(fh)
     return len
   }
 
@@ -531,7 +537,8 @@ export class Volume {
    * error once (as Linux reports write-back errors), and the next change gets it at once.
    *
    * `durable`: answer only once LevelDB holds the record (snapshot commands: their CLI says
-   * "done"). With sync replication every answer waits for the peer, as before.
+   * "done"; with sync replication, once the peer does too). A plain change answers before the
+   * peer has it, as a local filesystem answers before the disk has it: fsync is the promise.
    */
   private async submit<T extends LogRecord> (make: () => Promise<T | null> | T | null, opts: { durable?: boolean } = {}): Promise<T | null> {
     if (this.readOnly) throw fsError('EROFS')
@@ -539,7 +546,7 @@ export class Volume {
     if (res === null) return null
     const previous = this.previousCommit
     this.previousCommit = res.durable.then(() => true, () => false)
-    if (opts.durable === true || this.log.replicated !== null) {
+    if (opts.durable === true) {
       await res.durable
       return res.record
     }

@@ -6,7 +6,7 @@ import type { VolumeState } from '../store/volume-state.js'
 import { applyRecord } from './apply.js'
 import { encodeRecord, encodeRecordParts } from './codec.js'
 import { localizeRecord } from './views.js'
-import type { LogRecord } from './records.js'
+import { type LogRecord, isCommand } from './records.js'
 
 export interface Committed { seq: number, durable: Promise<void> }
 
@@ -43,8 +43,8 @@ export class RecordLog {
   /** Whole records go here too when a peer may need them. */
   journal: RecordJournal | null = null
   /**
-   * Sync replication: resolves once the peer holds `seq` durably. A record's `durable` waits
-   * for it, so an application's write returns only then.
+   * Sync replication: resolves once the peer holds `seq` durably. `sync()` (fsync) and the
+   * `durable` of a command wait for it.
    */
   replicated: ((seq: number) => Promise<void>) | null = null
   /** Highest seq whose batch LevelDB has taken: only these may leave the host. */
@@ -161,7 +161,10 @@ export class RecordLog {
         for (const fn of this.commitListeners) fn(seq)
       }
     }, err => this.logger.error({ err, seq, type: rec.type }, 'record not committed'))
-    const durable = this.replicated === null ? local : Promise.all([local, this.replicated(seq)]).then(() => {})
+    // Sync replication waits for the peer where the application asks for durability (fsync,
+    // O_SYNC, see sync()) and for every command, as DRBD's protocol C with flushes does; a plain
+    // write returns once applied here while its record streams.
+    const durable = this.replicated === null || !isCommand(rec) ? local : Promise.all([local, this.replicated(seq)]).then(() => {})
     for (const fn of this.listeners) fn(seq, rec)
     return { seq, durable }
   }

@@ -1,6 +1,7 @@
 import t from 'tap'
 import type { Server, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { constants } from 'node:fs'
 import { Redialer, listen } from '../../src/net/transport.js'
 import { quietLogger } from '../helpers/volume.js'
 import {
@@ -17,7 +18,7 @@ function watch (p: Promise<unknown>): { settled: () => boolean, promise: Promise
 
 const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
-t.test('sync mode: a write does not complete until the secondary acks it, then does; without a secondary writes complete locally (degraded)', async t => {
+t.test('sync mode: a write returns without waiting for the peer, while fsync, O_DSYNC writes and snapshot commands wait for its ack; without a secondary they complete locally (degraded)', async t => {
   const p = await makePrimary(t, { mode: 'sync' })
   const s = await makeSecondary(t)
   const c = connect(p, s)
@@ -25,50 +26,60 @@ t.test('sync mode: a write does not complete until the secondary acks it, then d
   t.equal((p.repl.status() as { degraded: boolean }).degraded, false, 'streaming: not degraded')
   const fh = await p.vol.create('/f', 0o644, ROOT)
 
-  // Stall the acks (secondary -> primary): the record reaches the secondary, the ack does not.
+  // Stall the acks (secondary -> primary): records reach the secondary, acks do not.
   c.pair.hold('toPrimary')
   const seqBefore = p.state.counters.seq
-  const w = watch(p.vol.write(fh, pattern(50_000, 3), 50_000, 0))
+  await p.vol.write(fh, pattern(50_000, 3), 50_000, 0)
+  t.ok(p.repl.ackedSeq < seqBefore + 1, `the write (record ${seqBefore + 1}) returned with no ack from the peer (acked: ${p.repl.ackedSeq})`)
+  const f = watch(p.vol.fsync(fh))
   await waitFor(() => s.state.counters.seq === seqBefore + 1, 'the secondary to apply the write')
   await sleep(300)
-  t.equal(w.settled(), false, 'the write is still pending 300 ms after the secondary applied it (no ack yet)')
-  t.equal(p.repl.ackedSeq, seqBefore, 'the primary has not seen the ack')
+  t.equal(f.settled(), false, 'fsync is still pending 300 ms after the secondary applied the write (no ack yet)')
+  const dsync = await p.vol.open('/f', constants.O_WRONLY | constants.O_DSYNC)
+  const w = watch(p.vol.write(dsync, pattern(1000, 9), 1000, 50_000))
+  const snap = watch(p.vol.createSnapshot('held'))
+  await sleep(200)
+  t.equal(w.settled(), false, 'a write through an O_DSYNC descriptor waits for the ack')
+  t.equal(snap.settled(), false, 'a snapshot command waits for the ack')
   c.pair.release('toPrimary')
-  await w.promise
-  t.ok(p.repl.ackedSeq >= seqBefore + 1, 'the write completed once the ack arrived')
+  await Promise.all([f.promise, w.promise, snap.promise])
+  t.ok(p.repl.ackedSeq >= seqBefore + 3, 'fsync, the O_DSYNC write and the snapshot completed once the acks arrived')
+  await p.vol.release(dsync)
 
-  // Pending writes are released when the connection drops; later ones complete locally.
+  // Pending fsyncs are released when the connection drops; later ones complete locally.
   c.pair.hold('toPrimary')
-  const w2 = watch(p.vol.write(fh, pattern(10_000, 4), 10_000, 50_000))
-  await waitFor(() => s.state.counters.seq === seqBefore + 2, 'the secondary to apply the second write')
+  await p.vol.write(fh, pattern(10_000, 4), 10_000, 51_000)
+  const f2 = watch(p.vol.fsync(fh))
   await sleep(100)
-  t.equal(w2.settled(), false, 'the second write waits for its ack')
+  t.equal(f2.settled(), false, 'the second fsync waits for its ack')
   c.cut()
   await c.ended
-  await w2.promise
-  t.pass('the waiting write completed when the connection dropped')
+  await f2.promise
+  t.equal(f2.settled(), true, 'the waiting fsync completed when the connection dropped')
   const st = p.repl.status() as { degraded: boolean, phase: string }
   t.equal(st.degraded, true, 'status says degraded')
   t.equal(st.phase, 'disconnected')
-  const w3 = watch(p.vol.write(fh, pattern(10_000, 5), 10_000, 60_000))
-  await Promise.race([w3.promise, sleep(5000)])
-  t.equal(w3.settled(), true, 'a write with no secondary completes locally')
+  await p.vol.write(fh, pattern(10_000, 5), 10_000, 61_000)
+  const f3 = watch(p.vol.fsync(fh))
+  await Promise.race([f3.promise, sleep(5000)])
+  t.equal(f3.settled(), true, 'an fsync with no secondary completes locally')
   await p.vol.release(fh)
-  t.equal(s.state.counters.seq, seqBefore + 2, 'the secondary did not get the degraded write')
 
-  // The secondary comes back: it resumes, catches up, and sync mode gates writes again.
+  // The secondary comes back: it resumes, catches up, and fsync waits for it again.
   const c2 = connect(p, s)
   await caughtUp(p, s)
   t.equal((p.repl.status() as { degraded: boolean }).degraded, false, 'no longer degraded')
   c2.pair.hold('toPrimary')
-  const w4 = watch(p.vol.mkdir('/d', 0o755, ROOT))
+  await p.vol.mkdir('/d', 0o755, ROOT)
+  const f4 = watch(p.vol.fsync())
   await sleep(200)
-  t.equal(w4.settled(), false, 'sync gating is back after the reconnect')
+  t.equal(f4.settled(), false, 'fsync waits for the peer again after the reconnect')
   c2.pair.release('toPrimary')
-  await w4.promise
+  await f4.promise
   await caughtUp(p, s)
   t.ok((await p.repl.verify()).identical, 'identical after all that')
-  t.same(await readFile(s.vol, '/f'), Buffer.concat([pattern(50_000, 3), pattern(10_000, 4), pattern(10_000, 5)]))
+  const want = Buffer.concat([pattern(50_000, 3), pattern(1000, 9), pattern(10_000, 4), pattern(10_000, 5)])
+  t.same(await readFile(s.vol, '/f'), want)
 })
 
 t.test('over loopback TCP: a Redialer reconnects after the connection is killed from outside and replication resumes', async t => {
