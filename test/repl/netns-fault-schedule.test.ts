@@ -20,17 +20,36 @@ function prng (seed: number): () => number {
   return () => { x = (x * 1664525 + 1013904223) >>> 0; return x / 2 ** 32 }
 }
 
-interface Writer { acked: number[], attempts: number, failures: number, target: HostNode | null, stop: () => Promise<void> }
+interface Writer {
+  acked: number[]
+  attempts: number
+  failures: number
+  target: HostNode | null
+  /** Takes the writer off its target and waits for its write in flight: a write after the mount is detached would land in the bare directory. */
+  park: () => Promise<void>
+  stop: () => Promise<void>
+}
 
 /** Appends "rec N" to one of FILES files on whichever node is the target, fsyncing each; records what was acknowledged. */
 function startWriter (): Writer {
-  const w: Writer = { acked: [], attempts: 0, failures: 0, target: null, stop: async () => {} }
   let running = true
+  let idle: () => void = () => {}
+  let busy = false
+  const w: Writer = {
+    acked: [], attempts: 0, failures: 0, target: null, stop: async () => {},
+    park: async () => {
+      w.target = null
+      if (busy) await new Promise<void>(resolve => { idle = resolve })
+    }
+  }
   const loop = (async () => {
     let n = 0
     while (running) {
+      busy = false
+      idle()
       const node = w.target
       if (node === null) { await sleep(20); continue }
+      busy = true
       n++
       w.attempts++
       try {
@@ -97,6 +116,7 @@ t.test(`${EVENTS} seeded faults and role changes under an fsync'd writer: nothin
       case 'kill-primary':
         // Restarted, it is fenced until its secondary confirms it holds nothing newer.
         await sleep(pause)
+        await w.park()
         await p.kill9()
         nodes[primary] = await p.restart()
         await waitPrimaryReady(primary)
@@ -111,8 +131,8 @@ t.test(`${EVENTS} seeded faults and role changes under an fsync'd writer: nothin
         // The runbook: the secondary is caught up, the primary dies, the secondary is promoted.
         await waitCaughtUp(p, 60_000)
         await sleep(pause)
+        await w.park()
         await p.kill9()
-        w.target = null
         const r = await cliAsync(['promote', s.mnt, '--force'], { REPLFS_RUN_DIR: s.runDir }, 60_000)
         if (r.code !== 0) throw new Error(`promote --force failed: ${r.stderr}`)
         primary = 1 - primary
