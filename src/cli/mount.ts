@@ -5,8 +5,10 @@ import type { Command } from 'commander'
 import { MountDaemon } from '../daemon/mount-daemon.js'
 import { ReplfsError } from '../errors.js'
 import { createLogger } from '../util/logger.js'
-import { parseSize } from './util.js'
+import { formatSize, secondsOption, sizeOption } from './util.js'
 import type { ReplicationConfig } from '../daemon/replication.js'
+import { FRSIZE } from '../fs/volume.js'
+import { JOURNAL_SEGMENT_BYTES } from '../log/journal-file.js'
 import { parseEndpoint } from '../net/transport.js'
 import { readSecretFile } from '../repl/auth.js'
 import { SPLIT_BRAIN_POLICIES, type SplitBrainPolicy } from '../repl/generations.js'
@@ -65,15 +67,16 @@ export function registerMount (program: Command): void {
 }
 
 async function runForeground (mnt: string, o: MountFlags): Promise<void> {
+  const checked = await checkFlags(o)
   const logger = createLogger()
   const daemon = new MountDaemon({
     store: resolve(o.store),
     mountpoint: resolve(mnt),
     create: o.create,
-    sizeLimit: o.size === undefined ? undefined : parseSize(o.size),
+    sizeLimit: checked.sizeLimit,
     allowOther: o.allowOther,
-    attrTimeout: Number(o.attrTimeout),
-    replication: await replicationConfig(o),
+    attrTimeout: checked.attrTimeout,
+    replication: checked.replication,
     logger
   })
   try {
@@ -99,8 +102,31 @@ async function runForeground (mnt: string, o: MountFlags): Promise<void> {
   process.exit(process.exitCode ?? 0)
 }
 
+/** The longest timeout taken: a day (Node's timers fire at once past 2^31 ms, about 24.8 days, and at Infinity). */
+const MAX_TIMEOUT_S = 86_400
+
+/**
+ * Checks every flag's value, and the replication flags as a set, before anything is mounted (both
+ * paths: the background one before it forks the volume process). A value out of range is an
+ * error whether or not the feature it tunes is in use.
+ */
+async function checkFlags (o: MountFlags): Promise<{ sizeLimit?: number, attrTimeout: number, replication?: ReplicationConfig }> {
+  const sizeLimit = o.size === undefined
+    ? undefined
+    : sizeOption('--size', o.size, FRSIZE, 'e.g. --size 10G; leave it out to let the volume take what the store\'s disk can')
+  const attrTimeout = secondsOption('--attr-timeout', o.attrTimeout, { min: 0, max: MAX_TIMEOUT_S },
+    'e.g. --attr-timeout 1 (the default), or 0 to let the kernel cache nothing')
+  return { sizeLimit, attrTimeout, replication: await replicationConfig(o) }
+}
+
 /** Checks the replication flags as a set; mistakes are reported before anything is mounted. */
 async function replicationConfig (o: MountFlags): Promise<ReplicationConfig | undefined> {
+  // The journal is trimmed a whole segment at a time and always keeps the one being written: it
+  // cannot be held below one segment.
+  const journalBytes = sizeOption('--journal-size', o.journalSize, JOURNAL_SEGMENT_BYTES,
+    `e.g. --journal-size 1G (the default); the journal is kept in whole ${formatSize(JOURNAL_SEGMENT_BYTES)} segments`)
+  const timeout = secondsOption('--peer-timeout', o.peerTimeout, { min: 0.1, max: MAX_TIMEOUT_S },
+    'e.g. --peer-timeout 15 (the default); pings flow every 2 s, so a few seconds notices a dead peer')
   const given = [o.listen, o.peer, o.secretFile, o.insecure, o.tlsCert, o.tlsKey, o.tlsCa].some(v => v !== undefined)
   if (o.role === undefined) {
     if (given) throw new ReplfsError('BAD_ARGUMENT', 'replication flags need --role primary or --role secondary')
@@ -122,8 +148,6 @@ async function replicationConfig (o: MountFlags): Promise<ReplicationConfig | un
   if (!(SPLIT_BRAIN_POLICIES as readonly string[]).includes(o.afterSplitBrain)) {
     throw new ReplfsError('BAD_ARGUMENT', `--after-split-brain must be one of ${SPLIT_BRAIN_POLICIES.join(', ')}, not '${o.afterSplitBrain}'`)
   }
-  const timeout = Number(o.peerTimeout)
-  if (!(timeout > 0)) throw new ReplfsError('BAD_ARGUMENT', `--peer-timeout must be a positive number of seconds, not '${o.peerTimeout}'`)
   return {
     role: o.role,
     listen: parseEndpoint(o.listen, '--listen'),
@@ -131,7 +155,7 @@ async function replicationConfig (o: MountFlags): Promise<ReplicationConfig | un
     secret: o.secretFile === undefined ? null : await readSecretFile(o.secretFile),
     mode: o.mode,
     tls: tlsGiven === 3 ? { cert: o.tlsCert!, key: o.tlsKey!, ca: o.tlsCa! } : null,
-    journalBytes: parseSize(o.journalSize),
+    journalBytes,
     channel: { idleTimeoutMs: timeout * 1000, pingIntervalMs: Math.min(2000, timeout * 250) },
     policy: o.afterSplitBrain as SplitBrainPolicy,
     force: o.force === true
@@ -139,7 +163,7 @@ async function replicationConfig (o: MountFlags): Promise<ReplicationConfig | un
 }
 
 async function runBackground (mnt: string, o: MountFlags): Promise<void> {
-  await replicationConfig(o)
+  await checkFlags(o)
   const logFile = o.logFile ?? `/var/log/replfs/${resolve(mnt).replace(/^\//, '').replace(/\//g, '-') || 'root'}.log`
   mkdirSync(dirname(logFile), { recursive: true })
   const fd = openSync(logFile, 'a')

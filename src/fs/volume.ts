@@ -58,7 +58,8 @@ const XATTR_CREATE = 1
 const XATTR_REPLACE = 2
 /** Preferred I/O size (st_blksize): the largest FUSE request, so cp and stdio fill one per write. */
 const STAT_BLKSIZE = 1 << 20
-const FRSIZE = 4096
+/** statfs's block (f_frsize): a volume's size is counted in these, so it holds at least one. */
+export const FRSIZE = 4096
 
 /** `errSeen`: the write-back error count when this handle last reported one (or was opened). */
 interface Handle { ino: number, flags: number, errSeen: number }
@@ -78,10 +79,12 @@ const EMPTY_ROOT: Inode = {
 }
 
 /**
- * libfuse (without hard_remove) renames a file that is unlinked while open to this name and
- * unlinks that name at the last close. We turn the rename into an unlink that keeps the inode as
- * an orphan, and resolve the name to the orphan until libfuse unlinks it: fstat keeps working
- * and no hidden file ever shows in a directory (or keeps it from being removed).
+ * libfuse (without hard_remove) renames a file that is unlinked (or renamed over) while open to
+ * this name and unlinks that name at the last close. We turn the rename into an unlink that keeps
+ * the inode as an orphan, and resolve the name to the orphan until libfuse unlinks it: fstat keeps
+ * working and no hidden file ever shows in a directory (or keeps it from being removed).
+ *
+ * The name alone does not tell libfuse's rename from a user's: see `isLibfuseHide`.
  */
 const HIDDEN_NAME = /^\.fuse_hidden[0-9a-f]{16}$/
 
@@ -368,16 +371,20 @@ export class Volume {
   }
 
   async rename (from: string, to: string): Promise<void> {
-    if (HIDDEN_NAME.test(basename(to))) { await this.hide(from, basename(to)); return }
+    const hidden: { ino?: number } = {}
     await this.submit(async () => {
       const src = await this.resolveParent(from)
       const dst = await this.resolveParent(to)
       if (viewOf(src.parent.ino) !== viewOf(dst.parent.ino)) throw fsError('EXDEV', 'rename between a snapshot and another view')
       const e = await this.state.lookup(src.parent.ino, src.name)
       if (e === undefined) throw fsError('ENOENT', from)
+      const old = await this.state.lookup(dst.parent.ino, dst.name)
+      if (this.isLibfuseHide(src, dst, e, old)) {
+        hidden.ino = e.ino
+        return { type: 'unlink', parent: src.parent.ino, name: src.name, time: nowNs(), keep: true }
+      }
       const movingDir = e.type === S_IFDIR
       if (movingDir && await this.isAncestorOrSelf(e.ino, dst.parent.ino)) throw fsError('EINVAL', `cannot move ${from} into itself`)
-      const old = await this.state.lookup(dst.parent.ino, dst.name)
       if (old !== undefined && old.ino !== e.ino) {
         const oldDir = old.type === S_IFDIR
         if (oldDir && !movingDir) throw fsError('EISDIR', to)
@@ -388,17 +395,20 @@ export class Volume {
       const keep = old !== undefined && this.openCounts.has(old.ino)
       return { type: 'rename', srcParent: src.parent.ino, srcName: src.name, dstParent: dst.parent.ino, dstName: dst.name, time: nowNs(), keep }
     })
+    if (hidden.ino !== undefined) this.hidden.set(basename(to), hidden.ino)
   }
 
-  private async hide (path: string, hiddenName: string): Promise<void> {
-    await this.submit(async () => {
-      const { parent, name } = await this.resolveParent(path)
-      const e = await this.state.lookup(parent.ino, name)
-      if (e === undefined) throw fsError('ENOENT', path)
-      if (e.type === S_IFDIR) throw fsError('EISDIR', path)
-      this.hidden.set(hiddenName, e.ino)
-      return { type: 'unlink', parent: parent.ino, name, time: nowNs(), keep: true }
-    })
+  /**
+   * Whether a rename is libfuse hiding a file unlinked (or renamed over) while open, rather than a
+   * user's rename. libfuse only hides a name it has open, only within its directory, only to a
+   * name it first checked is free (our getattr answered ENOENT), and never a directory; a rename
+   * that breaks any of these is the user's and is done as any other. Only a user's rename of a
+   * file open here, to a free name of exactly libfuse's shape in the same directory, still looks
+   * the same: libfuse gives nothing else to tell the two apart by.
+   */
+  private isLibfuseHide (src: { parent: Inode }, dst: { parent: Inode, name: string }, e: { ino: number, type: number }, old: { ino: number } | undefined): boolean {
+    return HIDDEN_NAME.test(dst.name) && src.parent.ino === dst.parent.ino && old === undefined &&
+      e.type !== S_IFDIR && this.openCounts.has(e.ino)
   }
 
   async chmod (path: string, mode: number): Promise<void> {
@@ -585,8 +595,11 @@ export class Volume {
     }
     const root = await this.state.inode(ROOT_INO)
     if (root === undefined) {
-      // A replica that has not received its volume yet shows an empty directory.
-      if (this.readOnly && this.state.format === null) return EMPTY_ROOT
+      // A replica that has not received its volume yet shows an empty directory: nothing in it exists.
+      if (this.readOnly && this.state.format === null) {
+        if (components(path).length > 0) throw fsError('ENOENT', path)
+        return EMPTY_ROOT
+      }
       throw fsError('EIO', 'volume has no root')
     }
     let n: Inode = root
