@@ -87,6 +87,15 @@ export async function stopMount (m: Mounted, timeoutMs = 120000): Promise<void> 
   mounts.delete(m.mnt)
 }
 
+/** kill -9 the mount process (a crashed host), then detach its dead mount. */
+export async function killMount (m: Mounted): Promise<void> {
+  stopping.add(m.child)
+  m.child.kill('SIGKILL')
+  await waitExit(m.child, 10000)
+  if (isMounted(m.mnt)) { try { execFileSync('fusermount', ['-uz', m.mnt]) } catch {} }
+  mounts.delete(m.mnt)
+}
+
 export async function cleanupAll (): Promise<void> {
   for (const c of [...children]) {
     stopping.add(c)

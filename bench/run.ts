@@ -1,20 +1,22 @@
 // replfs benchmark: replfs mount vs plain directory vs fuse-native passthrough vs raw LevelDB.
 // Env: BENCH_DIR (default /tmp), BENCH_BYTES (default 1G; suffix K/M/G), BENCH_FILES (default 10000),
 // BENCH_LAG_SECONDS (default 15: the replication lag test), BENCH_PINNED (default 1; 0 skips the one-core-per-host replication runs), BENCH_SECTIONS (default all; comma list of
-// plain,passthrough,replfs,replication,leveldb,writepairs,snapshots — replication needs replfs, for quick partial runs;
-// snapshots stands alone: see bench/snapshots.ts for its own BENCH_SNAPSHOT_* sizes), BENCH_WRITE_PAIRS (default 3: writepairs).
+// plain,passthrough,replfs,replication,leveldb,writepairs,snapshots,failover — replication needs replfs, for quick partial runs;
+// snapshots and failover stand alone: see bench/snapshots.ts and bench/failover.ts for their own BENCH_SNAPSHOT_* and
+// BENCH_FAILOVER_* sizes), BENCH_WRITE_PAIRS (default 3: writepairs).
 import fsp from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { dropCaches, leveldb, leveldbWrite, MiB, parseSize, seqRead, seqWrite, smallFiles, type SmallResult } from './fsbench.js'
 import { cleanupAll, root, startMount, stopMount, rssSampler, vmHWM, writeOnFreshMount } from './mounts.js'
 import { pct, replicationBench, type ReplicationResults } from './replication.js'
 import { snapshotBench, type SnapshotResults } from './snapshots.js'
+import { failoverBench, type FailoverResults } from './failover.js'
 
 const BYTES = parseSize(process.env.BENCH_BYTES ?? '1G')
 const FILES = Number(process.env.BENCH_FILES ?? '10000')
 const BASE = resolve(process.env.BENCH_DIR ?? '/tmp')
 const LAG_SECONDS = Number(process.env.BENCH_LAG_SECONDS ?? '15')
-const ALL_SECTIONS = ['plain', 'passthrough', 'replfs', 'replication', 'leveldb', 'writepairs', 'snapshots'] as const
+const ALL_SECTIONS = ['plain', 'passthrough', 'replfs', 'replication', 'leveldb', 'writepairs', 'snapshots', 'failover'] as const
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? ALL_SECTIONS.join(',')).split(',').map(x => x.trim()).filter(x => x !== ''))
 for (const x of SECTIONS) if (!(ALL_SECTIONS as readonly string[]).includes(x)) throw new Error(`BENCH_SECTIONS: unknown section ${x}`)
 if (SECTIONS.has('replication') && !SECTIONS.has('replfs')) throw new Error('BENCH_SECTIONS: replication needs replfs (its ratios are to the unreplicated mount)')
@@ -26,6 +28,7 @@ type Results = {
   replication: ReplicationResults
   writepairs: WritePairs
   snapshots: SnapshotResults
+  failover: FailoverResults
 }
 
 /**
@@ -125,6 +128,8 @@ async function main (): Promise<void> {
     if (SECTIONS.has('writepairs')) results.writepairs = await writePairs(work, Number(process.env.BENCH_WRITE_PAIRS ?? '3'))
     // (f) snapshots: create on a small and a big standalone volume, restore on a replicated pair
     if (SECTIONS.has('snapshots')) results.snapshots = await snapshotBench(work)
+    // (g) failover: resync after a partition (journal and digest paths), promote, switchover
+    if (SECTIONS.has('failover')) results.failover = await failoverBench(work)
   } finally {
     await cleanupAll()
     await fsp.rm(work, { recursive: true, force: true }).catch(e => console.error(`warning: cannot remove ${work}: ${(e as Error).message}`))
@@ -211,6 +216,7 @@ async function report (r: Partial<Results>): Promise<void> {
     console.log(`    the same restore again after overwriting the same bytes (control socket, no CLI): returned after ${ms(e.again.restoreMs)} ms, secondary applied at ${ms(e.again.secondaryAppliedMs)} ms`)
     console.log(`    writes during it: a 4 KiB file every 20 ms on the primary (${e.again.probeWrites} of them; ${e.again.probeRaces} found their file removed by the restore under them), longest ${ms(e.again.probeWriteMaxMs)} ms = ${(e.again.probeWriteMaxMs / e.again.probeWriteIdleMedianMs).toFixed(1)}x the idle median (${ms(e.again.probeWriteIdleMedianMs)} ms)`)
   }
+  if (r.failover !== undefined) reportFailover(r.failover)
   const outDir = join(root, 'bench', 'results')
   await fsp.mkdir(outDir, { recursive: true })
   // A run of some sections keeps the other sections' last results, each with the date of its run
@@ -221,9 +227,46 @@ async function report (r: Partial<Results>): Promise<void> {
   const sectionDates: Record<string, string> = {}
   for (const k of Object.keys(previous.results ?? {})) sectionDates[k] = previous.sectionDates?.[k] ?? previous.date ?? 'unknown'
   for (const k of Object.keys(r)) sectionDates[k] = date
-  const json = { date, bytes: BYTES, files: FILES, dir: BASE, node: process.version, sections: [...SECTIONS], sectionDates, units: { write: 'MiB/s', read: 'MiB/s', small: 'files/s', rss: 'bytes', latency: 'ms', wire: 'bytes on the wire per byte written', snapshots: 'ms (create, restore), bytes (wire, usedBytes)' }, results: { ...previous.results, ...r } }
+  const json = { date, bytes: BYTES, files: FILES, dir: BASE, node: process.version, sections: [...SECTIONS], sectionDates, units: { write: 'MiB/s', read: 'MiB/s', small: 'files/s', rss: 'bytes', latency: 'ms', wire: 'bytes on the wire per byte written', snapshots: 'ms (create, restore), bytes (wire, usedBytes)', failover: 'bytes (wire), seconds (resync), ms (promote, switchover)' }, results: { ...previous.results, ...r } }
   await fsp.writeFile(join(outDir, 'latest.json'), JSON.stringify(json, null, 2) + '\n')
   console.log(`results written to ${join(outDir, 'latest.json')}`)
+}
+
+/** The failover section's lines (bench/failover.ts); a part left out by BENCH_FAILOVER_PARTS is skipped. */
+function reportFailover (fo: FailoverResults): void {
+  const ok = (v: boolean): string => v ? 'ok' : 'MISSED'
+  const ms = (v: number | null | undefined): string => v === null || v === undefined || !Number.isFinite(v) ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(1)
+  const mib = (v: number): string => `${(v / MiB).toFixed(1)} MiB`
+  const s = (v: number | null): string => v === null ? '-' : v.toFixed(2)
+  const list = <T>(xs: T[], f: (x: T) => number): string => `[${xs.map(x => ms(f(x))).join(' ')}]`
+  console.log(`\nfailover (pairs over loopback TCP, mode ${fo.mode}):`)
+  if (fo.resync !== undefined) {
+    const j = fo.resync.journal
+    console.log(`  resync after a partition: ${mib(j.change.changedBytes)} changed on a ${mib(j.volumeBytes - j.padBytes)} volume while the secondary was stopped (${j.change.rewriteRegions} regions, ${mib(j.change.rewrittenBytes)}, rewritten in place; ${j.change.newFiles} new files, ${mib(j.change.newFileBytes)}):`)
+    for (const p of [fo.resync.journal, fo.resync.digest]) {
+      const rs = p.resync
+      const how = p.path === 'journal'
+        ? `journal path (--journal-size default, journal ${p.journalCovers ? 'covers' : 'does NOT cover'} the gap), ${p.startedAs}`
+        : `digest path (--journal-size ${mib(p.journalSize ?? NaN)}, journal ${p.journalCovers ? 'still covers' : 'does not cover'} the gap${p.padBytes > 0 ? `; ${mib(p.padBytes)} pad written before the stop` : ''}), ${p.startedAs}`
+      console.log(`    ${how}: ${p.wireBytes} B on the wire = ${(p.wireBytes / p.change.changedBytes).toFixed(3)}x changed (target <= 1.1x + 1 MiB = ${p.targetBytes.toFixed(0)} B: ${ok(p.met)})`)
+      console.log(`      primary bytesOut ${p.bytesOut} B${rs === null ? '' : `, resync bytesSent ${rs.bytesSent} + bytesReceived ${rs.bytesReceived} = ${rs.bytesSent + rs.bytesReceived} B, ranges ${rs.rangesDiffering} differing of ${rs.ranges} compared`}; secondary bytesIn ${p.secondaryBytesIn} B`)
+      console.log(`      took ${s(p.seconds.connectedToCaughtUp)} s from the reconnection to caught up${p.seconds.connectedToResyncDone === null ? '' : ` (resync by difference done at ${s(p.seconds.connectedToResyncDone)} s)`}; ${s(p.seconds.restartToCaughtUp)} s from the restart (connected after ${s(p.seconds.restartToConnected)} s); replfs verify: ${p.verify === undefined ? 'not run' : `${p.verify.ok ? 'identical' : 'FAILED'} (${p.verify.detail})`}`)
+    }
+  }
+  const pr = fo.promote
+  if (pr !== undefined) {
+    console.log(`  promote --force after kill -9 of the primary (fresh pair each, ${mib(pr.dataBytes)} data), command start to a fsynced write on its mount: median ${ms(pr.medianMs)} ms, max ${ms(pr.maxMs)} ms ${list(pr.samples, x => x.writableMs)} target < 1000: ${ok(pr.maxMs < 1000)}`)
+    console.log(`    CLI returned at ${list(pr.samples, x => x.cliMs)} ms (the CLI alone, replfs status: ${ms(pr.cliOverheadMs)} ms); the secondary saw the connection go ${list(pr.samples, x => x.noticedMs)} ms after the kill`)
+    console.log(`    through the control socket (no CLI start-up): writable at median ${ms(pr.control.medianMs)} ms, max ${ms(pr.control.maxMs)} ms ${list(pr.control.samples, x => x.writableMs)}; answered at ${list(pr.control.samples, x => x.cliMs)} ms`)
+  }
+  const sw = fo.switchover
+  if (sw !== undefined) {
+    const sc = sw.control
+    console.log(`  switchover on a connected pair with a 64 KiB + fsync writer every 20 ms, back and forth ${sw.samples.length} times: answered ms median ${ms(sw.medianMs)} ${list(sw.samples, x => x.ms)}; new primary took a write at median ${ms(sw.medianWritableMs)} ms, max ${ms(sw.maxWritableMs)} ms ${list(sw.samples, x => x.writableMs)}`)
+    console.log(`    CLI ${list(sw.samples, x => x.cliMs)} ms (replfs status alone ${ms(sw.cliOverheadMs)} ms); writer gap old -> new primary ${list(sw.samples, x => x.writerGapMs)} ms; pair streaming again at ${list(sw.samples, x => x.pairStreamingMs)} ms`)
+    console.log(`    through the control socket: answered ms median ${ms(sc.medianMs)} ${list(sc.samples, x => x.ms)}, new primary took a write at median ${ms(sc.medianWritableMs)} ms, max ${ms(sc.maxWritableMs)} ms ${list(sc.samples, x => x.writableMs)}; writer gap ${list(sc.samples, x => x.writerGapMs)} ms; pair streaming again at ${list(sc.samples, x => x.pairStreamingMs)} ms`)
+    console.log(`    writer over all ${sw.samples.length + sc.samples.length} switchovers: ${sw.writer.writes} writes, failed: ${Object.entries(sw.writer.errors).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`)
+  }
 }
 
 let exiting = false
