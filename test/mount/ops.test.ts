@@ -99,12 +99,34 @@ t.test('POSIX operations on a real mount', async t => {
     t.equal(sh(`stat -c %x ${p('times')}`).trim(), atimeBefore, 'atime untouched')
   })
 
-  t.test('statfs reports plausible numbers', async t => {
-    const s = fs.statfsSync(m.mnt)
-    t.ok(s.bsize > 0, `bsize ${s.bsize}`)
-    t.ok(s.blocks > 0, `blocks ${s.blocks}`)
-    t.ok(s.bfree <= s.blocks && s.bavail <= s.blocks, 'free <= total')
-    t.ok(s.bfree > 0, 'some space free')
+  t.test('statfs: the total is --size, and free space drops by what a written file stores', async t => {
+    const size = 64 * 1024 * 1024
+    const sm = await mountVolume(t, { size: '64M' })
+    // f_frsize (%S) is the unit of the block counts: %b total, %f free, %a available.
+    const statfs = (): { frsize: number, blocks: number, bfree: number, bavail: number } => {
+      const [frsize, blocks, bfree, bavail] = sh(`stat -f -c '%S %b %f %a' ${sm.mnt}`).trim().split(' ').map(Number)
+      return { frsize, blocks, bfree, bavail }
+    }
+    const before = statfs()
+    t.equal(before.frsize, 4096, 'f_frsize is the volume\'s 4 KiB block')
+    t.equal(before.blocks * before.frsize, size, 'blocks * frsize is the --size the volume was mounted with')
+    t.same([before.bfree, before.bavail], [before.blocks, before.blocks], 'an empty volume has every block free and available')
+    // Random bytes, so every byte is stored; not a whole number of blocks, so the last one is partly used.
+    const data = randomBytes(1024 * 1024 + 1000)
+    const fd = fs.openSync(join(sm.mnt, 'statfs-file'), 'w')
+    try {
+      fs.writeSync(fd, data)
+      fs.fsyncSync(fd)
+    } finally { fs.closeSync(fd) }
+    const after = statfs()
+    t.equal(after.blocks, before.blocks, 'the total does not change')
+    t.equal(before.bfree - after.bfree, Math.ceil(data.length / before.frsize), `bfree drops by the ${data.length} bytes the file stores, in whole blocks`)
+    t.equal(after.bavail, after.bfree, 'all free space is available (no reserve)')
+    fs.unlinkSync(join(sm.mnt, 'statfs-file'))
+    // (the kernel sends RELEASE after close() returned: until it lands the file is open, unlinked, and keeps its blocks)
+    let freed = statfs().bfree
+    for (const deadline = Date.now() + 5000; freed !== before.bfree && Date.now() < deadline; freed = statfs().bfree) await new Promise(resolve => setTimeout(resolve, 50))
+    t.equal(freed, before.bfree, 'removing the file frees its blocks again')
   })
 
   t.test('user.* xattrs: set, get, list, remove', async t => {

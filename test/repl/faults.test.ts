@@ -239,16 +239,25 @@ t.test('faults on the connection (through a proxy)', async t => {
   })
 })
 
-// A flip in a frame's length field that makes the body longer (but under the 16 MiB cap) is not
-// caught by the crc (which covers type and body only) until that many bytes have arrived; pings
-// keep both idle timers happy meanwhile. In sync mode the primary's writes then hang for minutes.
+// A flip in a frame's length field that makes the body longer (but under the 16 MiB cap) would not
+// be caught by the body crc until that many bytes have arrived; pings keep both idle timers happy
+// meanwhile, and in sync mode the primary's writes would hang for minutes. The header's own crc
+// must refuse it at once.
 t.test('corrupt length field of a frame: detected like any corruption, not a hang', async t => {
   const pair = await startPair(t, { mode: 'sync', proxy: true, peerTimeout: 2 })
   const proxy = pair.proxy!
   await waitCaughtUp(pair.primary)
-  await sleep(300)
-  // Idle: only PINGs flow up now, so the next byte up starts a frame header. Its byte 2 is the
-  // second-lowest byte of the u32 body length: the flip makes a ~20-byte PING claim ~23 KB.
+  // Idle: caught up, and no new record between two looks, so only PINGs flow up now and the next
+  // byte up starts a frame header. Its byte 2 is the second-lowest byte of the u32 body length:
+  // the flip makes a ~20-byte PING claim ~23 KB.
+  let seqBefore = -1
+  await waitFor('the primary to stay caught up with no new records', async () => await status(pair.primary), s => {
+    const idle = s.seq === seqBefore && s.replication.phase === 'streaming' && s.replication.lagRecords === 0
+    seqBefore = s.seq
+    return idle
+  }, 10_000)
+  const mark = pair.secondary.logs().length
+  const acceptedBefore = (await proxy.stats()).accepted
   await proxy.corruptNext(2)
   await waitFor('the flipped byte to pass', async () => await proxy.stats(), s => s.corrupted >= 1, 5000)
   const began = Date.now()
@@ -256,6 +265,10 @@ t.test('corrupt length field of a frame: detected like any corruption, not a han
   const res = await Promise.race([write, sleep(12_000).then(() => 'still waiting')])
   const s = await status(pair.secondary)
   t.equal(res, 'done', `a sync write on the primary completes within 12 s of the corruption (--peer-timeout 2); took ${((Date.now() - began) / 1000).toFixed(1)} s; secondary: ${JSON.stringify({ phase: s.replication.phase, appliedSeq: s.replication.appliedSeq, lastError: s.replication.lastError })}`)
+  // The flip hit a header (else it would be a body crc mismatch), so the length field was damaged.
+  const refused = await waitFor('the secondary to log why it refused the frame', async () => logSince(pair.secondary, mark), l => INVALID.test(l), 5000).catch(() => logSince(pair.secondary, mark))
+  t.match(refused, /frame header crc mismatch/, 'the secondary refused the damaged header by its crc')
+  t.ok((await proxy.stats()).accepted > acceptedBefore, 'the primary reconnected after the refused frame')
   if (res === 'done') await assertIdentical(t, pair)
 })
 
