@@ -4,9 +4,11 @@ import type { JournalFile } from '../log/journal-file.js'
 import type { RecordLog } from '../log/record-log.js'
 import { divergedOverlay, fillChunks, logicalEntries } from '../store/diverged.js'
 import {
-  type KeyHash, type RangeSummary, StagedResync, appendSummaries, decodeRangeDelta, decodeRangeKeys, decodeSummaries,
-  differingRanges, encodeRangeDelta, encodeRangeKeys, encodeSummaries, rangeBounds, rangeDelta, stateEntriesIn, summarizeRanges
+  type KeyHash, type RangeSummary, StagedResync, differingRanges, rangeBounds, rangeDelta, stateEntriesIn, summarizeRanges
 } from '../store/range-sync.js'
+import {
+  appendSummaries, decodeRangeDelta, decodeRangeKeys, decodeSummaries, encodeRangeDelta, encodeRangeKeys, encodeSummaries
+} from '../store/range-sync-codec.js'
 import { JOURNAL_RANGE } from '../store/keys.js'
 import type { BatchOp } from '../store/store.js'
 import { lastRecordAt, lastRecordOp } from '../store/volume-state.js'
@@ -136,16 +138,27 @@ export async function sendResync (ch: FrameChannel, ctx: Ctx, start: StartFrame,
 /**
  * The target's own writes become a read-only snapshot here first: an O(1) snapshot of this
  * volume, then its own top layer filled with whatever the target's live view holds differently.
+ * A retry (the link or a host failed during an earlier pass) refills the snapshot that pass began
+ * for the same victim generation instead of leaving it half-filled beside a new one: the victim,
+ * a secondary since, holds what it held then, and the fill puts the same entries again.
  */
 async function keepDiverged (ch: FrameChannel, ctx: Ctx, victimGeneration: string | undefined): Promise<void> {
   const { log, progress: p } = ctx
   p.phase = 'diverged'
   const info = await step<{ inodes: number }>(ch, 'diverged-info')
   if (!Number.isSafeInteger(info.inodes) || info.inodes < 0) refuse(ch, 'BAD_FRAME', 'diverged-info without an inode count')
+  const prefix = `diverged-${(victimGeneration ?? 'unknown').slice(0, 8)}-`
+  const earlier = victimGeneration === undefined
+    ? undefined
+    : log.state.snapshots.filter(s => s.diverged === true && s.name.startsWith(prefix) && s.inodes === info.inodes).at(-1)
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')
-  const name = `diverged-${(victimGeneration ?? 'unknown').slice(0, 8)}-${stamp}`
-  const made = await log.submit(() => ({ type: 'snapshot-diverged' as const, name, time: nowNs(), inodes: info.inodes }))
-  await made?.durable
+  const name = earlier?.name ?? `${prefix}${stamp}`
+  if (earlier === undefined) {
+    const made = await log.submit(() => ({ type: 'snapshot-diverged' as const, name, time: nowNs(), inodes: info.inodes }))
+    await made?.durable
+  } else {
+    ctx.logger.warn({ snapshot: name, victimGeneration }, 'an earlier resync began this diverged snapshot: filling it again')
+  }
   const chain = (): number[] => log.state.snapshot(name)?.chain.slice(1) ?? []
   const store = log.state.store
   const { ranges } = await summarizeRanges(logicalEntries(store, chain(), null, null))

@@ -1,6 +1,6 @@
 import { ReplfsError } from '../errors.js'
 import { decodeInode } from './inode.js'
-import { NAME_MAX, P_BLOCK, P_DIRENT, P_INODE, P_XATTR, prefixEnd, readU64 } from './keys.js'
+import { LAYERED_PREFIXES, P_BLOCK, P_DIRENT, P_XATTR, layeredBaseProblem, prefixEnd, readU64 } from './keys.js'
 import { LayerView, type Store } from './store.js'
 import { SNAPSHOTS_DIR_INO } from './volume-state.js'
 
@@ -11,9 +11,6 @@ import { SNAPSHOTS_DIR_INO } from './volume-state.js'
  * the top-most layer of a view holding it says. The differences become an overlay, written by
  * snapshot-fill records into the snapshot's own top layer.
  */
-
-/** The prefixes of layered state keys, in key order (metadata and host-local keys are not layered). */
-const LAYERED_PREFIXES = [P_BLOCK, P_DIRENT, P_INODE, P_XATTR].map(p => Buffer.from([p]))
 
 /**
  * Logical entries (base, value) of a view given by `chain` (newest layer first) in [start,end) of
@@ -114,20 +111,12 @@ export function checkFillEntries (entries: unknown, blockSize: number): Array<[B
 }
 
 /**
- * Why a base is not a layered state base (null: it is one), by the layout of keys.ts: i and b
- * bases have a fixed length, d and x bases a NUL-free name of 1..255 bytes and a NUL. The inode
- * number (or parent) must be a store number, below those the mount gives snapshots.
+ * Why a base is not a layered state base (null: it is one): shaped as keys.ts lays it out, and
+ * its inode number (or parent) a store number, below those the mount gives snapshots.
  */
 function baseProblem (base: Buffer): string | null {
-  const p = base[0]
-  if (p !== P_INODE && p !== P_DIRENT && p !== P_BLOCK && p !== P_XATTR) return `prefix 0x${p?.toString(16) ?? '(none)'} is not a layered state prefix (i, d, b or x)`
-  if (p === P_INODE && base.length !== 9) return `an inode base is 9 bytes, not ${base.length}`
-  if (p === P_BLOCK && base.length !== 17) return `a block base is 17 bytes, not ${base.length}`
-  if (p === P_DIRENT || p === P_XATTR) {
-    const nameLen = base.length - 10
-    if (nameLen < 1 || nameLen > NAME_MAX) return `name of ${nameLen} bytes (1..${NAME_MAX})`
-    if (base[base.length - 1] !== 0 || base.subarray(9, base.length - 1).includes(0)) return 'name must be NUL-free and end with a NUL'
-  }
+  const shape = layeredBaseProblem(base)
+  if (shape !== null) return shape
   const ino = readU64(base, 1)
   if (ino < 1 || ino >= SNAPSHOTS_DIR_INO) return `inode number ${ino} is not a store inode number`
   return null

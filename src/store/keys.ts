@@ -173,6 +173,30 @@ export function prefixEnd (prefix: Buffer): Buffer {
 
 /** Is this key part of the replicated state (as opposed to the journal or host-local data)? */
 export function isStateKey (key: Buffer): boolean {
-  const p = key[0]
-  return p === P_INODE || p === P_DIRENT || p === P_BLOCK || p === P_XATTR || p === P_META
+  return isLayeredPrefix(key[0]) || key[0] === P_META
+}
+
+/** The prefixes of layered state keys (i, d, b, x), in key order; metadata and local keys are not layered. */
+export const LAYERED_PREFIXES: readonly Buffer[] = [P_BLOCK, P_DIRENT, P_INODE, P_XATTR].map(p => Buffer.from([p]))
+
+function isLayeredPrefix (p: number | undefined): boolean {
+  return p === P_INODE || p === P_DIRENT || p === P_BLOCK || p === P_XATTR
+}
+
+/**
+ * Why `base` is not shaped like the base of a layered state key (null: it is), by the layout
+ * above: i and b bases have a fixed length, d and x bases a NUL-free name of 1..NAME_MAX bytes
+ * and its 00. Says nothing of the numbers in it.
+ */
+export function layeredBaseProblem (base: Buffer): string | null {
+  const p = base[0]
+  if (!isLayeredPrefix(p)) return `prefix 0x${p?.toString(16) ?? '(none)'} is not a layered state prefix (i, d, b or x)`
+  if (p === P_INODE && base.length !== 9) return `an inode base is 9 bytes, not ${base.length}`
+  if (p === P_BLOCK && base.length !== 17) return `a block base is 17 bytes, not ${base.length}`
+  if (p === P_DIRENT || p === P_XATTR) {
+    const nameLen = base.length - 10
+    if (nameLen < 1 || nameLen > NAME_MAX) return `name of ${nameLen} bytes (1..${NAME_MAX})`
+    if (base[base.length - 1] !== 0 || base.subarray(9, base.length - 1).includes(0)) return 'name must be NUL-free and end with a NUL'
+  }
+  return null
 }

@@ -48,6 +48,56 @@ export function cli (args: string[], env: Record<string, string> = {}): { code: 
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
+/** Paths, flags and the way of stopping of one foreground `replfs mount` (see spawnMount). */
+export interface MountSpawn {
+  mnt: string
+  store: string
+  runDir: string
+  /** Takes the process's stderr. */
+  logFile: string
+  /** CLI flags after `mount <mnt> --store <store> --foreground`. */
+  args: string[]
+  /** Wraps the command line (e.g. in nsenter, which execs it: the child's pid stays the node's). */
+  wrap?: (argv: string[]) => string[]
+  /** stop(): SIGKILL if it has not exited this long after the SIGTERM (default: wait). */
+  killAfterMs?: number
+  /** stop(): runs once the process has exited. */
+  afterStop?: () => void
+}
+
+/**
+ * Spawns the real CLI's `mount --foreground` as a child process, with stderr to a file, not a
+ * pipe: a test blocked in a sync fs call must never leave the volume process stuck writing to a
+ * full pipe (that would deadlock both). Returns at once; the caller waits for "mounted".
+ */
+export function spawnMount (o: MountSpawn): Mounted {
+  const { mnt, store, runDir, logFile } = o
+  // (a stale mount point left by a killed process answers ENOTCONN; the CLI must deal with it)
+  try { mkdirSync(mnt, { recursive: true }) } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') throw e }
+  const argv = [process.execPath, CLI, 'mount', mnt, '--store', store, '--foreground', ...o.args]
+  const [cmd, ...cmdArgs] = o.wrap === undefined ? argv : o.wrap(argv)
+  const logFd = openSync(logFile, 'a')
+  const child = spawn(cmd, cmdArgs, { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, REPLFS_RUN_DIR: runDir } })
+  closeSync(logFd)
+  const readLog = (): string => { try { return readFileSync(logFile, 'utf8') } catch { return '' } }
+  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
+  return {
+    mnt,
+    store,
+    runDir,
+    child,
+    stderr: readLog,
+    exited,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+      const timer = o.killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), o.killAfterMs)
+      await exited
+      clearTimeout(timer)
+      o.afterStop?.()
+    }
+  }
+}
+
 /**
  * Mounts a volume with the real CLI in the foreground as a child process. A t.teardown always
  * detaches the mount and kills the child, whatever happened in the test.
@@ -56,23 +106,20 @@ export async function mountVolume (t: T, opts: MountOpts = {}): Promise<Mounted>
   const base = tempDir()
   mkdirSync(base, { recursive: true })
   const mnt = opts.mnt ?? join(base, 'mnt')
-  const store = opts.store ?? join(base, 'store')
-  const runDir = opts.runDir ?? join(base, 'run')
-  // (a stale mount point left by a killed process answers ENOTCONN; the CLI must deal with it)
-  try { mkdirSync(mnt, { recursive: true }) } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') throw e }
-  const args = [CLI, 'mount', mnt, '--store', store, '--foreground']
+  const args: string[] = []
   if (opts.size !== undefined) args.push('--size', opts.size)
   if (opts.allowOther === true) args.push('--allow-other')
   if (opts.extraArgs !== undefined) args.push(...opts.extraArgs)
-  // stderr goes to a file, not a pipe: a test blocked in a sync fs call must never leave the
-  // volume process stuck writing to a full pipe (that would deadlock both).
-  const logFile = join(base, `mount-${Date.now()}.log`)
-  const logFd = openSync(logFile, 'a')
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, REPLFS_RUN_DIR: runDir } })
-  closeSync(logFd)
-  const readLog = (): string => { try { return readFileSync(logFile, 'utf8') } catch { return '' } }
-  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
   let done = false
+  const m = spawnMount({
+    mnt,
+    store: opts.store ?? join(base, 'store'),
+    runDir: opts.runDir ?? join(base, 'run'),
+    logFile: join(base, `mount-${Date.now()}.log`),
+    args,
+    afterStop: () => { done = !isMounted(mnt) }
+  })
+  const { child, exited } = m
   t.teardown(async () => {
     if (!done) {
       forceUnmount(mnt)
@@ -90,24 +137,12 @@ export async function mountVolume (t: T, opts: MountOpts = {}): Promise<Mounted>
   await new Promise<void>((resolve, reject) => {
     const deadline = Date.now() + (opts.timeoutMs ?? 20000)
     const poll = setInterval(() => {
-      if (readLog().includes('"msg":"mounted"')) { clearInterval(poll); resolve() }
-      else if (child.exitCode !== null || child.signalCode !== null) { clearInterval(poll); reject(new Error(`mount exited (${String(child.exitCode ?? child.signalCode)}) before ready; stderr:\n${readLog()}`)) }
-      else if (Date.now() > deadline) { clearInterval(poll); reject(new Error(`mount did not become ready in time; stderr:\n${readLog()}`)) }
+      if (m.stderr().includes('"msg":"mounted"')) { clearInterval(poll); resolve() }
+      else if (child.exitCode !== null || child.signalCode !== null) { clearInterval(poll); reject(new Error(`mount exited (${String(child.exitCode ?? child.signalCode)}) before ready; stderr:\n${m.stderr()}`)) }
+      else if (Date.now() > deadline) { clearInterval(poll); reject(new Error(`mount did not become ready in time; stderr:\n${m.stderr()}`)) }
     }, 25)
   })
-  return {
-    mnt,
-    store,
-    runDir,
-    child,
-    stderr: readLog,
-    exited,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
-      await exited
-      done = !isMounted(mnt)
-    }
-  }
+  return m
 }
 
 /** Shell command with output; throws on nonzero exit. */

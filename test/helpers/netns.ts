@@ -1,8 +1,8 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
-import { CLI, forceUnmount, isMounted, tempDir, type Mounted } from './mount.js'
+import { forceUnmount, isMounted, spawnMount, tempDir, type Mounted } from './mount.js'
 import { cliAsync, FAILED_LOGS, kill9, sleep, writeSecret, type Node, type Pair } from './replicated.js'
 
 // Two "hosts" on this machine: a network namespace each, joined by a veth pair with link-local
@@ -239,31 +239,9 @@ function nodeArgs (host: Host, peer: Host, secret: string, o: HostNodeOptions): 
  * (so a teardown can always reap it) and `ready`, which resolves once it logged "mounted".
  */
 function spawnMounted (host: Host, store: string, mnt: string, runDir: string, args: string[], logFile: string, timeoutMs = 30_000): { m: Mounted, ready: Promise<void> } {
-  // (a stale mount point left by a killed process answers ENOTCONN; the CLI deals with it)
-  try { fs.mkdirSync(mnt, { recursive: true }) } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') throw e }
-  // nsenter execs the command (no fork): the child's pid is the node's. stderr to a file, never a pipe
-  // (a test blocked in a sync fs call must not leave the node stuck on a full pipe).
-  const logFd = fs.openSync(logFile, 'a')
-  const argv = host.wrap([process.execPath, CLI, 'mount', mnt, '--store', store, '--foreground', ...args])
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, REPLFS_RUN_DIR: runDir } })
-  fs.closeSync(logFd)
-  const readLog = (): string => { try { return fs.readFileSync(logFile, 'utf8') } catch { return '' } }
-  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
-  const m: Mounted = {
-    mnt,
-    store,
-    runDir,
-    child,
-    stderr: readLog,
-    exited,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-      await exited
-      clearTimeout(timer)
-      forceUnmount(mnt)
-    }
-  }
+  // nsenter execs the command (no fork), so the child's pid is the node's
+  const m = spawnMount({ mnt, store, runDir, logFile, args, wrap: host.wrap, killAfterMs: 10_000, afterStop: () => forceUnmount(mnt) })
+  const { child, stderr: readLog } = m
   const ready = (async () => {
     const deadline = Date.now() + timeoutMs
     while (!readLog().includes('"msg":"mounted"')) {

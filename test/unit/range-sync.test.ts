@@ -7,10 +7,12 @@ import { Store, type BatchOp } from '../../src/store/store.js'
 import { STAGE_RANGE, blockBase, localKey, direntBase, inodeBase, metaKey, withLayer, xattrBase } from '../../src/store/keys.js'
 import { digestAt, type StateDigest } from '../../src/store/state-transfer.js'
 import {
-  StagedResync, appendSummaries, decodeRangeDelta, decodeRangeKeys, decodeSummaries, differingRanges,
-  encodeRangeDelta, encodeRangeKeys, encodeSummaries, rangeBounds, rangeDelta, stateEntriesIn, summarizeRanges,
+  StagedResync, differingRanges, rangeBounds, rangeDelta, stateEntriesIn, summarizeRanges,
   type CommitOptions, type RangeKeys, type RangeSummary, type ResyncStats
 } from '../../src/store/range-sync.js'
+import {
+  appendSummaries, decodeRangeDelta, decodeRangeKeys, decodeSummaries, encodeRangeDelta, encodeRangeKeys, encodeSummaries
+} from '../../src/store/range-sync-codec.js'
 
 t.setTimeout(300_000)
 
