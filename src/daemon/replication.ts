@@ -10,7 +10,7 @@ import type { ChannelOptions } from '../repl/channel.js'
 import type { SplitBrainPolicy } from '../repl/generations.js'
 import { PeerRefusal, RoleHandover } from '../repl/handshake.js'
 import { NodeGenerations } from '../repl/node-state.js'
-import { ReplicationPrimary, type ReplicationMode, type VerifyResult } from '../repl/primary.js'
+import { DEFAULT_CHANNEL, ReplicationPrimary, type ReplicationMode, type VerifyResult } from '../repl/primary.js'
 import { ReplicationSecondary } from '../repl/secondary.js'
 import type { OpenedVolume } from './open-volume.js'
 
@@ -49,6 +49,8 @@ export class VolumeReplication {
   private secondary: ReplicationSecondary | null = null
   private tls: TlsMaterial | null = null
   private transition: Promise<unknown> = Promise.resolve()
+  /** Connections the peer dialed into this node's primary side, until each ends. */
+  private readonly inboundSessions = new Set<Promise<void>>()
   private readonly log: Logger
 
   private constructor (readonly config: ReplicationConfig, private readonly opened: OpenedVolume, readonly journal: JournalFile,
@@ -92,12 +94,19 @@ export class VolumeReplication {
     return { log: this.opened.log, journal: this.journal, secret: c.secret, logger: this.log, channel: c.channel, node: this.node, policy: c.policy }
   }
 
-  /** Runs the primary side and its dialer; the volume takes writes unless fenced. */
-  private becomePrimary (): void {
+  /**
+   * Runs the primary side and its dialer; the volume takes writes unless fenced. `peerComing`: the
+   * peer stepped down to be this node's secondary, so sync writes wait for it (up to its timeout).
+   */
+  private becomePrimary (peerComing = false): void {
     const primary = new ReplicationPrimary({ ...this.common(), mode: this.config.mode, onConfirmed: () => this.hooks.setWritable(true) })
+    if (peerComing) primary.holdWrites(this.config.channel?.idleTimeoutMs ?? DEFAULT_CHANNEL.idleTimeoutMs)
     this.primary = primary
     this.hooks.setWritable(!this.node.fenced)
-    const dialer = new Redialer(this.config.peer, this.tls, async (s, peer) => { await this.session(primary, s, peer, true, dialer) }, this.log)
+    // While the peer's own connection serves this primary (a restarted one that dialed in and
+    // yielded), dialing it again would only be turned away, on both sides, every few seconds.
+    const idle = async (): Promise<void> => { while (this.inboundSessions.size > 0) await Promise.race(this.inboundSessions) }
+    const dialer = new Redialer(this.config.peer, this.tls, async (s, peer) => { await this.session(primary, s, peer, true, dialer) }, this.log, undefined, idle)
     this.dialer = dialer
     dialer.start()
   }
@@ -114,9 +123,14 @@ export class VolumeReplication {
 
   private inbound (s: Duplex, peer: string): void {
     if (this.primary !== null) {
-      this.session(this.primary, s, peer, false, null).catch(() => {})
+      const done = this.session(this.primary, s, peer, false, null).catch(() => {})
+      this.inboundSessions.add(done)
+      void done.then(() => this.inboundSessions.delete(done))
+    } else if (this.secondary !== null) {
+      this.secondary.serve(s, peer).catch(() => {})
     } else {
-      this.secondary?.serve(s, peer).catch(() => {})
+      // Between two roles: closing it makes the peer redial at once instead of waiting out its timeout.
+      s.destroy()
     }
   }
 
@@ -127,6 +141,8 @@ export class VolumeReplication {
     } catch (err) {
       if (err instanceof RoleHandover) {
         dialer?.halt()
+        // Its connection is the one handed over: switchTo must not stop() this dialer, which closes it.
+        if (dialer !== null && this.dialer === dialer) this.dialer = null
         await this.exclusive(async () => {
           this.log.warn({ peer, reason: err.message }, 'the peer is newer: this node becomes its secondary')
           await this.switchTo('secondary')
@@ -147,18 +163,20 @@ export class VolumeReplication {
   }
 
   /** Stops the side this node runs and starts the other (or the same, afresh), storing the role first. */
-  private async switchTo (role: 'primary' | 'secondary', opts: { promoteAt?: number } = {}): Promise<void> {
+  private async switchTo (role: 'primary' | 'secondary', opts: { promoteAt?: number, peerComing?: boolean } = {}): Promise<void> {
     this.hooks.setWritable(false)
     const dialer = this.dialer
     this.dialer = null
     dialer?.halt()
-    await this.primary?.close()
-    await this.secondary?.close()
+    // Neither side takes a connection from here until the new one runs (inbound drops it: the peer redials).
+    const [primary, secondary] = [this.primary, this.secondary]
     this.primary = null
     this.secondary = null
+    await primary?.close()
+    await secondary?.close()
     if (role === 'primary') {
       if (opts.promoteAt !== undefined) await this.node.promote(opts.promoteAt)
-      this.becomePrimary()
+      this.becomePrimary(opts.peerComing)
     } else {
       await this.node.demote()
       this.becomeSecondary()
@@ -191,7 +209,8 @@ export class VolumeReplication {
         await this.node.promote(seq)
         this.hooks.setWritable(true)
       } else {
-        await this.switchTo('primary', { promoteAt: seq })
+        // A switchover, or a demote: the peer stepped down with everything here and reconnects as secondary.
+        await this.switchTo('primary', { promoteAt: seq, peerComing: s?.peerDemotedAt === seq })
       }
       this.log.warn({ seq, generation: this.node.current?.id, force: opts.force === true }, 'promoted: this node is the writable primary')
       return { role: 'primary', generation: this.node.current, seq, changed: true }

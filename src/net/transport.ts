@@ -96,7 +96,7 @@ export async function connect (to: Endpoint, tls: TlsMaterial | null, timeoutMs 
  */
 export class Redialer {
   private stopped = false
-  private sleeping: { timer: NodeJS.Timeout, resolve: () => void } | null = null
+  private sleeping: { timer: NodeJS.Timeout | null, resolve: () => void } | null = null
   private loop: Promise<void> | null = null
   private current: Duplex | null = null
   attempts = 0
@@ -106,7 +106,9 @@ export class Redialer {
     private readonly tls: TlsMaterial | null,
     private readonly session: (s: Duplex, peer: string) => Promise<void>,
     private readonly logger: Logger,
-    private readonly backoff = { minMs: 100, maxMs: 5000 }
+    private readonly backoff = { minMs: 100, maxMs: 5000 },
+    /** Resolves when a connection may be opened: none is open the other way (the peer dialed in). */
+    private readonly idle?: () => Promise<void>
   ) {}
 
   start (): void {
@@ -116,6 +118,8 @@ export class Redialer {
   private async run (): Promise<void> {
     let delay = this.backoff.minMs
     while (!this.stopped) {
+      await this.whenIdle()
+      if (this.stopped) break
       const began = Date.now()
       try {
         this.attempts++
@@ -140,20 +144,34 @@ export class Redialer {
     this.sleeping = null
   }
 
+  /** Until `idle` says no connection runs the other way, or a halt or stop. */
+  private async whenIdle (): Promise<void> {
+    if (this.idle === undefined || this.stopped) return
+    const idle = this.idle()
+    await new Promise<void>(resolve => { this.sleeping = { timer: null, resolve }; idle.then(resolve, resolve) })
+    this.sleeping = null
+  }
+
+  private wake (): void {
+    if (this.sleeping === null) return
+    if (this.sleeping.timer !== null) clearTimeout(this.sleeping.timer)
+    this.sleeping.resolve()
+  }
+
   /**
    * Stops redialing but leaves the current connection open: its stream was handed on (a primary
    * that demoted itself goes on receiving on it). Callable from inside a session.
    */
   halt (): void {
     this.stopped = true
-    if (this.sleeping !== null) { clearTimeout(this.sleeping.timer); this.sleeping.resolve() }
+    this.wake()
   }
 
   /** Stops redialing and ends the current connection (its session then returns). */
   async stop (): Promise<void> {
     this.stopped = true
     this.current?.destroy()
-    if (this.sleeping !== null) { clearTimeout(this.sleeping.timer); this.sleeping.resolve() }
+    this.wake()
     await this.loop
   }
 }

@@ -82,8 +82,19 @@ export class ReplicationPrimary {
    * runs degraded (as DRBD's protocol C does) and writes complete locally; `status` says so.
    */
   private async replicated (seq: number): Promise<void> {
-    if (!this.streaming || this.ackedSeq >= seq) return
+    if (this.ackedSeq >= seq || (!this.streaming && performance.now() >= this.holdUntil)) return
     await new Promise<void>(resolve => this.gateWaiters.push({ seq, resolve }))
+  }
+
+  private holdUntil = 0
+
+  /**
+   * A switchover's new primary: the old one is about to connect as its secondary, so for up to
+   * `ms` sync writes wait for it instead of completing degraded (as for a silent secondary).
+   */
+  holdWrites (ms: number): void {
+    this.holdUntil = performance.now() + ms
+    setTimeout(() => { if (!this.streaming) this.releaseWaiters() }, ms).unref()
   }
 
   private handOffDone: ((seq: number) => void) | null = null
@@ -147,7 +158,7 @@ export class ReplicationPrimary {
       this.bytesOut += ch.bytesOut
       this.session = null
       this.phase = 'disconnected'
-      this.releaseWaiters()
+      if (performance.now() >= this.holdUntil) this.releaseWaiters()
       for (const v of this.verifies.splice(0)) v.reject(new ReplfsError('PEER_REFUSED', 'connection to the secondary ended during verify'))
       if (streamed) this.startAlone()
     }
