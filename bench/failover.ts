@@ -41,6 +41,7 @@ import { JOURNAL_SEGMENT_BYTES } from '../src/log/journal-file.js'
 import { MiB, now, parseSize, seqWrite } from './fsbench.js'
 import { killMount, root, startMount, stopMount, type Mounted } from './mounts.js'
 import { freePort, pct, runVerify, sleep, status, type Status } from './replication.js'
+import { cli } from './snapshots.js'
 
 export interface ChangeInfo {
   changedBytes: number
@@ -212,16 +213,6 @@ async function untilStreaming (mnt: string, what: string, timeoutS = 600): Promi
   }
 }
 
-async function cli (args: string[]): Promise<{ ms: number, stdout: string }> {
-  const t0 = now()
-  return await new Promise((resolve, reject) => {
-    execFile(process.execPath, [join(root, 'bin', 'replfs'), ...args], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      const ms = (now() - t0) * 1000
-      if (err !== null) reject(new Error(`replfs ${args.join(' ')}: ${err.message} ${stdout} ${stderr}`))
-      else resolve({ ms, stdout })
-    })
-  })
-}
 
 /**
  * A role command through the CLI (`replfs promote|switchover <mnt> --json`, node's start-up

@@ -105,7 +105,8 @@ async function snap (mnt: string, op: 'create' | 'delete' | 'restore' | 'refresh
   return (now() - t0) * 1000
 }
 
-async function cli (args: string[]): Promise<{ ms: number, stdout: string }> {
+/** Runs the replfs CLI; its wall time in ms and its stdout. */
+export async function cli (args: string[]): Promise<{ ms: number, stdout: string }> {
   const t0 = now()
   return await new Promise((resolve, reject) => {
     execFile(process.execPath, [join(root, 'bin', 'replfs'), ...args], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { forceUnmount, isMounted, spawnMount, tempDir, type Mounted } from './mount.js'
@@ -308,4 +308,15 @@ export async function startHostPair (hosts: TwoHosts, o: { mode?: 'sync' | 'asyn
   const secondary = await startHostNode(hosts, hosts.b, { role: 'secondary', peerTimeout: o.peerTimeout, args: o.secondaryArgs })
   const primary = await startHostNode(hosts, hosts.a, { role: 'primary', mode: o.mode, peerTimeout: o.peerTimeout, args: o.primaryArgs })
   return { base: hosts.base, secret: hosts.secret, primary, secondary, proxy: null }
+}
+
+/** Writes files (path under `mnt` -> content), making their directories; returns each one's sha256. */
+export function writeFiles (mnt: string, files: Record<string, Buffer>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, c] of Object.entries(files)) {
+    fs.mkdirSync(join(mnt, name, '..'), { recursive: true })
+    fs.writeFileSync(join(mnt, name), c)
+    out[name] = createHash('sha256').update(c).digest('hex')
+  }
+  return out
 }

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { isMounted } from '../helpers/mount.js'
-import { netnsList, startHostPair, twoHosts, type HostNode, type TwoHosts } from '../helpers/netns.js'
+import { netnsList, startHostPair, twoHosts, writeFiles, type HostNode, type TwoHosts } from '../helpers/netns.js'
 import { diffSnapshots, status, treeSnapshot, waitCaughtUp, waitFor } from '../helpers/replicated.js'
 
 // A primary in network namespace A and a secondary in namespace B, joined by a veth pair: the
@@ -35,16 +35,6 @@ function digests (dir: string): Record<string, string> {
   return out
 }
 
-/** Writes files name -> content under the primary's mount, returns their digests. */
-function write (mnt: string, files: Record<string, Buffer>): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const [name, c] of Object.entries(files)) {
-    fs.mkdirSync(join(mnt, name, '..'), { recursive: true })
-    fs.writeFileSync(join(mnt, name), c)
-    out[name] = sha(c)
-  }
-  return out
-}
 
 let hosts: TwoHosts | null = null
 let nodes: HostNode[] = []
@@ -62,7 +52,7 @@ t.test('two netns hosts: a cut link leaves the primary writable, healing it resu
   await t.test('over the veth link the secondary acknowledges every write; both mounts hold the same bytes', async t => {
     const files: Record<string, Buffer> = {}
     for (let i = 0; i < 12; i++) files[`${i % 3 === 0 ? 'd/' : ''}f${i}`] = bytes(100 + (i * 37_813) % 300_000, i + 1)
-    first = write(primary.mnt, files)
+    first = writeFiles(primary.mnt, files)
     const st = await waitFor('the secondary to acknowledge every record', async () => await status(primary),
       s => s.replication.connected && s.replication.ackedSeq === s.seq, 30_000)
     t.equal(st.replication.ackedSeq, st.seq, `ackedSeq ${String(st.replication.ackedSeq)} == seq ${st.seq}`)
@@ -80,7 +70,7 @@ t.test('two netns hosts: a cut link leaves the primary writable, healing it resu
     const more: Record<string, Buffer> = {}
     for (let i = 0; i < 4; i++) more[`f${i + 1}`] = bytes(5000 + i * 70_001, 100 + i)
     for (let i = 0; i < 6; i++) more[`cut/g${i}`] = bytes(1000 + i * 41_000, 200 + i)
-    const second = write(primary.mnt, more)
+    const second = writeFiles(primary.mnt, more)
     t.ok(Date.now() - writesBegan < 5000, `writes during the cut completed locally in ${Date.now() - writesBegan} ms`)
     t.same(digests(primary.mnt), { ...first, ...second }, 'the primary\'s mount has the new content')
     const st = await waitFor('the primary to see the peer gone', async () => await status(primary), s => !s.replication.connected, 15_000)

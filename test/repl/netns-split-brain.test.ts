@@ -4,7 +4,7 @@ import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { callControl } from '../../src/daemon/control.js'
 import { cli, isMounted } from '../helpers/mount.js'
-import { netnsList, startHostPair, twoHosts, type HostNode, type TwoHosts } from '../helpers/netns.js'
+import { netnsList, startHostPair, twoHosts, writeFiles, type HostNode, type TwoHosts } from '../helpers/netns.js'
 import { diffSnapshots, status, treeSnapshot, waitCaughtUp, waitFor, type Entry, type ReplStatus } from '../helpers/replicated.js'
 
 t.setTimeout(900_000)
@@ -40,16 +40,6 @@ function digests (dir: string, rel = ''): Record<string, string> {
   return out
 }
 
-/** Writes files path -> content under a mount; returns their digests. */
-function write (mnt: string, files: Record<string, Buffer>): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const [name, c] of Object.entries(files)) {
-    fs.mkdirSync(join(mnt, name, '..'), { recursive: true })
-    fs.writeFileSync(join(mnt, name), c)
-    out[name] = sha(c)
-  }
-  return out
-}
 
 type Status = Awaited<ReturnType<typeof status>> & { readOnly: boolean, replication: ReplStatus & { splitBrain?: boolean, fenced?: boolean, resync?: Resync | null, generation?: { id: string } | null } }
 interface Resync { phase: string, ranges: number, rangesDiffering: number, bytesReceived: number, bytesSent: number }
@@ -137,7 +127,7 @@ async function splitBrain (t: Test, o: { args?: string[], aFiles: number, bFiles
   nodesMade.push(a, b)
   const base: Record<string, Buffer> = { 'common.txt': bytes(40_000, 1) }
   for (let i = 0; i < 6; i++) base[`base/f${i}`] = bytes(1000 + i * 97_003, 10 + i)
-  const baseDigests = write(a.mnt, base)
+  const baseDigests = writeFiles(a.mnt, base)
   const caught = await waitCaughtUp(a, 30_000)
   t.equal(caught.ackedSeq, caught.seq, `B acknowledged every record of the base set (seq ${String(caught.seq)})`)
   t.same(digests(b.mnt), baseDigests, 'B holds the base set')
@@ -156,8 +146,8 @@ async function splitBrain (t: Test, o: { args?: string[], aFiles: number, bFiles
   const bw: Record<string, Buffer> = { 'common.txt': bytes(33_333, 3) }
   for (let i = 0; i < o.bFiles; i++) bw[`b-only/y${i}`] = bytes(3000 + i * 77_003, 200 + i)
   for (let i = 0; i < (o.bBigMiB ?? 0) / 4; i++) bw[`b-big/z${i}`] = bytes(4 * MiB, 400 + i)
-  write(a.mnt, aw)
-  write(b.mnt, bw)
+  writeFiles(a.mnt, aw)
+  writeFiles(b.mnt, bw)
   fs.rmSync(join(b.mnt, 'base/f1'))
   const aState = digests(a.mnt)
   const bState = digests(b.mnt)
@@ -236,8 +226,8 @@ t.test('split brain: detected on both sides, both stay writable, demote --force 
   notSplit = notSplit.slice(0, 5)
   t.same(notSplit, [], `every one of ${samples} status samples on both sides said splitBrain: true and writable`)
   t.same([...codes.a, ...codes.b], ['SPLIT_BRAIN', 'SPLIT_BRAIN'], 'every lastError seen meanwhile was SPLIT_BRAIN')
-  const aAfter = write(a.mnt, { 'a-only/after-heal': bytes(7777, 300) })
-  const bAfter = write(b.mnt, { 'b-only/after-heal': bytes(8888, 301) })
+  const aAfter = writeFiles(a.mnt, { 'a-only/after-heal': bytes(7777, 300) })
+  const bAfter = writeFiles(b.mnt, { 'b-only/after-heal': bytes(8888, 301) })
   s.aState = { ...s.aState, ...aAfter }
   const bView = { ...s.bState, ...bAfter }
   t.same(digests(a.mnt), s.aState, 'A took a write after the heal; nothing of B reached it')
@@ -334,7 +324,7 @@ t.test('the source dies in the middle of a resync: the target keeps its old stat
   nodesMade.push(a, b)
   const base: Record<string, Buffer> = {}
   for (let i = 0; i < 16; i++) base[`base/d${i % 4}/f${i}`] = bytes(MiB + i * 123_457, 1 + i)
-  write(a.mnt, base)
+  writeFiles(a.mnt, base)
   await waitCaughtUp(a, 60_000)
   const before = treeSnapshot(b.mnt)
   const seqBefore = (await st(b)).replication.appliedSeq as number
@@ -344,8 +334,8 @@ t.test('the source dies in the middle of a resync: the target keeps its old stat
   // ~200 MiB written and changed on A while B is away: far more than A's 64 MiB journal holds.
   const writeAt = Date.now()
   const chunk = 8 * MiB
-  for (let i = 0; i < 24; i++) write(a.mnt, { [`new/g${i}`]: bytes(chunk, 1000 + i) })
-  for (let i = 0; i < 16; i += 2) write(a.mnt, { [`base/d${i % 4}/f${i}`]: bytes(MiB + i * 7, 5000 + i) })
+  for (let i = 0; i < 24; i++) writeFiles(a.mnt, { [`new/g${i}`]: bytes(chunk, 1000 + i) })
+  for (let i = 0; i < 16; i += 2) writeFiles(a.mnt, { [`base/d${i % 4}/f${i}`]: bytes(MiB + i * 7, 5000 + i) })
   const aTree = treeSnapshot(a.mnt)
   const sa = await st(a)
   const journal = sa.replication.journal as { firstSeq: number, lastSeq: number, bytes: number }
@@ -378,7 +368,7 @@ t.test('the source dies in the middle of a resync: the target keeps its old stat
   const p = await cliJson<{ role: string }>(b, ['promote', b.mnt, '--force', '--json'], t, 'B')
   t.equal(p.role, 'primary', 'promote --force on B works')
   await waitFor('B to take writes', async () => await st(b), x => !x.readOnly, 10_000)
-  const mine = write(b.mnt, { 'after-failover.txt': bytes(100_000, 9) })
+  const mine = writeFiles(b.mnt, { 'after-failover.txt': bytes(100_000, 9) })
   t.same(digests(b.mnt)['after-failover.txt'], mine['after-failover.txt'], 'B is writable: a new file reads back')
   await b.stop()
   t.notOk(isMounted(b.mnt), 'B unmounted')
