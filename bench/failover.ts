@@ -40,7 +40,7 @@ import { callControl } from '../src/daemon/control.js'
 import { JOURNAL_SEGMENT_BYTES } from '../src/log/journal-file.js'
 import { MiB, now, parseSize, seqWrite } from './fsbench.js'
 import { killMount, root, startMount, stopMount, type Mounted } from './mounts.js'
-import { freePort, pct, runVerify, sleep, status, type Status } from './replication.js'
+import { pairLayout, pct, runVerify, sleep, status, type Status } from './replication.js'
 import { cli } from './snapshots.js'
 
 export interface ChangeInfo {
@@ -168,15 +168,10 @@ async function restartNode (n: Node): Promise<void> {
 }
 
 async function startFPair (work: string, name: string, secret: string, primaryExtra: string[] = []): Promise<FPair> {
-  const dir = join(work, name)
-  const mntA = join(dir, 'mnt-a'); const mntB = join(dir, 'mnt-b')
-  await fsp.mkdir(mntA, { recursive: true }); await fsp.mkdir(mntB, { recursive: true })
-  const pa = await freePort()
-  let pb = await freePort()
-  while (pb === pa) pb = await freePort()
+  const { dir, mntA, mntB, storeA, storeB, argsA, argsB } = await pairLayout(work, name, secret)
   // Both with the same --mode: after a switchover the other node is the primary.
-  const b = await startNode({ mnt: mntB, store: join(dir, 'store-b'), label: `${name} b`, args: ['--role', 'secondary', '--listen', `127.0.0.1:${pb}`, '--peer', `127.0.0.1:${pa}`, '--secret-file', secret, '--mode', MODE] })
-  const a = await startNode({ mnt: mntA, store: join(dir, 'store-a'), label: `${name} a`, args: ['--role', 'primary', '--listen', `127.0.0.1:${pa}`, '--peer', `127.0.0.1:${pb}`, '--secret-file', secret, '--mode', MODE, ...primaryExtra] })
+  const b = await startNode({ mnt: mntB, store: storeB, label: `${name} b`, args: [...argsB, '--mode', MODE] })
+  const a = await startNode({ mnt: mntA, store: storeA, label: `${name} a`, args: [...argsA, '--mode', MODE, ...primaryExtra] })
   const p = { dir, a, b }
   await untilStreaming(a.mnt, `${name}: primary streaming`, 60)
   return p

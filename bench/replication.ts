@@ -101,15 +101,27 @@ export async function status (mnt: string): Promise<Status> { return await callC
 
 export interface Pair { a: Mounted, b: Mounted, mntA: string, mntB: string }
 
-export async function startPair (work: string, name: string, mode: 'async' | 'sync', secret: string, secondaryExtra: string[] = []): Promise<Pair> {
+/** Where a loopback pair lives: node a (the primary) and b, their mounts, stores and replication flags. */
+export interface PairLayout { dir: string, mntA: string, mntB: string, storeA: string, storeB: string, argsA: string[], argsB: string[] }
+
+export async function pairLayout (work: string, name: string, secret: string): Promise<PairLayout> {
   const dir = join(work, name)
   const mntA = join(dir, 'mnt-a'); const mntB = join(dir, 'mnt-b')
   await fsp.mkdir(mntA, { recursive: true }); await fsp.mkdir(mntB, { recursive: true })
   const pa = await freePort()
   let pb = await freePort()
   while (pb === pa) pb = await freePort()
-  const b = await startMount('replfs', mntB, join(dir, 'store-b'), ['--role', 'secondary', '--listen', `127.0.0.1:${pb}`, '--peer', `127.0.0.1:${pa}`, '--secret-file', secret, ...secondaryExtra], `${name} secondary`)
-  const a = await startMount('replfs', mntA, join(dir, 'store-a'), ['--role', 'primary', '--listen', `127.0.0.1:${pa}`, '--peer', `127.0.0.1:${pb}`, '--secret-file', secret, '--mode', mode], `${name} primary`)
+  return {
+    dir, mntA, mntB, storeA: join(dir, 'store-a'), storeB: join(dir, 'store-b'),
+    argsA: ['--role', 'primary', '--listen', `127.0.0.1:${pa}`, '--peer', `127.0.0.1:${pb}`, '--secret-file', secret],
+    argsB: ['--role', 'secondary', '--listen', `127.0.0.1:${pb}`, '--peer', `127.0.0.1:${pa}`, '--secret-file', secret]
+  }
+}
+
+export async function startPair (work: string, name: string, mode: 'async' | 'sync', secret: string, secondaryExtra: string[] = []): Promise<Pair> {
+  const { mntA, mntB, storeA, storeB, argsA, argsB } = await pairLayout(work, name, secret)
+  const b = await startMount('replfs', mntB, storeB, [...argsB, ...secondaryExtra], `${name} secondary`)
+  const a = await startMount('replfs', mntA, storeA, [...argsA, '--mode', mode], `${name} primary`)
   const pair = { a, b, mntA, mntB }
   const t0 = Date.now()
   let last = ''

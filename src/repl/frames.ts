@@ -11,19 +11,17 @@ import { crc32Combine, crc32Suffix } from '../util/crc32.js'
  * damaged length is caught at once, instead of leaving the reader waiting for bytes that never come.
  */
 
+// 5, 6 and 12 were protocol 1's full-copy frames (COPY_CHUNK, COPY_END, COPY_BEGIN): now unknown types.
 export const FrameType = {
   HELLO: 1,
   AUTH: 2,
   START: 3,
   RECORD: 4,
-  COPY_CHUNK: 5,
-  COPY_END: 6,
   ACK: 7,
   VERIFY_REQ: 8,
   VERIFY_RES: 9,
   PING: 10,
   ERROR: 11,
-  COPY_BEGIN: 12,
   STATE: 13,
   RESYNC: 14,
   RANGES: 15,
@@ -105,41 +103,6 @@ export function decodeRecordFrame (body: Buffer, frameCrc?: number): { seq: numb
   if (frameCrc === undefined) return { seq: Number(seq), record }
   const prefixCrc = crc32(body.subarray(0, 8), TYPE_CRC.get(FrameType.RECORD))
   return { seq: Number(seq), record, crc: crc32Suffix(frameCrc, prefixCrc, record.length) }
-}
-
-/** COPY_CHUNK body: repeated (u32 BE keyLen, key, u32 BE valueLen, value). */
-export function encodeCopyChunk (entries: Array<[Buffer, Buffer]>): Buffer {
-  let size = 0
-  for (const [k, v] of entries) size += 8 + k.length + v.length
-  const out = Buffer.allocUnsafe(size)
-  let pos = 0
-  for (const [k, v] of entries) {
-    pos = out.writeUInt32BE(k.length, pos)
-    pos += k.copy(out, pos)
-    pos = out.writeUInt32BE(v.length, pos)
-    pos += v.copy(out, pos)
-  }
-  return out
-}
-
-/** Keys and values are views into body (no copies). */
-export function decodeCopyChunk (body: Buffer): Array<[Buffer, Buffer]> {
-  const entries: Array<[Buffer, Buffer]> = []
-  let pos = 0
-  const field = (what: string): Buffer => {
-    if (body.length - pos < 4) throw invalid(`COPY_CHUNK ${what} length overruns the body at offset ${pos}`)
-    const len = body.readUInt32BE(pos)
-    pos += 4
-    if (body.length - pos < len) throw invalid(`COPY_CHUNK ${what} of ${len} bytes overruns the body at offset ${pos}`)
-    const out = body.subarray(pos, pos + len)
-    pos += len
-    return out
-  }
-  while (pos < body.length) {
-    const key = field('key')
-    entries.push([key, field('value')])
-  }
-  return entries
 }
 
 /**

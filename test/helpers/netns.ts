@@ -320,3 +320,14 @@ export function writeFiles (mnt: string, files: Record<string, Buffer>): Record<
   }
   return out
 }
+
+/** Deterministic pseudo-random bytes (xorshift): file contents that neither compress nor repeat. */
+export function noise (n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n)
+  let x = (seed * 2654435761) | 1
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5
+    b[i] = x & 0xff
+  }
+  return b
+}

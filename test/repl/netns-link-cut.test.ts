@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { isMounted } from '../helpers/mount.js'
-import { netnsList, startHostPair, twoHosts, writeFiles, type HostNode, type TwoHosts } from '../helpers/netns.js'
+import { netnsList, startHostPair, twoHosts, writeFiles, noise, type HostNode, type TwoHosts } from '../helpers/netns.js'
 import { diffSnapshots, status, treeSnapshot, waitCaughtUp, waitFor } from '../helpers/replicated.js'
 
 // A primary in network namespace A and a secondary in namespace B, joined by a veth pair: the
@@ -13,17 +13,6 @@ import { diffSnapshots, status, treeSnapshot, waitCaughtUp, waitFor } from '../h
 // mounts are visible here and addressed through their control sockets.
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
-
-/** Deterministic pseudo-random bytes (xorshift). */
-function bytes (n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n)
-  let x = (seed * 2654435761) | 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5
-    b[i] = x & 0xff
-  }
-  return b
-}
 
 /** name -> sha256 of every file under dir (one level of subdirectories, as written here). */
 function digests (dir: string): Record<string, string> {
@@ -51,7 +40,7 @@ t.test('two netns hosts: a cut link leaves the primary writable, healing it resu
   let first: Record<string, string> = {}
   await t.test('over the veth link the secondary acknowledges every write; both mounts hold the same bytes', async t => {
     const files: Record<string, Buffer> = {}
-    for (let i = 0; i < 12; i++) files[`${i % 3 === 0 ? 'd/' : ''}f${i}`] = bytes(100 + (i * 37_813) % 300_000, i + 1)
+    for (let i = 0; i < 12; i++) files[`${i % 3 === 0 ? 'd/' : ''}f${i}`] = noise(100 + (i * 37_813) % 300_000, i + 1)
     first = writeFiles(primary.mnt, files)
     const st = await waitFor('the secondary to acknowledge every record', async () => await status(primary),
       s => s.replication.connected && s.replication.ackedSeq === s.seq, 30_000)
@@ -68,8 +57,8 @@ t.test('two netns hosts: a cut link leaves the primary writable, healing it resu
     t.same(h.linkState(), { a: 'DOWN', b: 'DOWN' }, 'both ends of the veth pair are down')
     const writesBegan = Date.now()
     const more: Record<string, Buffer> = {}
-    for (let i = 0; i < 4; i++) more[`f${i + 1}`] = bytes(5000 + i * 70_001, 100 + i)
-    for (let i = 0; i < 6; i++) more[`cut/g${i}`] = bytes(1000 + i * 41_000, 200 + i)
+    for (let i = 0; i < 4; i++) more[`f${i + 1}`] = noise(5000 + i * 70_001, 100 + i)
+    for (let i = 0; i < 6; i++) more[`cut/g${i}`] = noise(1000 + i * 41_000, 200 + i)
     const second = writeFiles(primary.mnt, more)
     t.ok(Date.now() - writesBegan < 5000, `writes during the cut completed locally in ${Date.now() - writesBegan} ms`)
     t.same(digests(primary.mnt), { ...first, ...second }, 'the primary\'s mount has the new content')

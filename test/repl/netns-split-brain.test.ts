@@ -4,7 +4,7 @@ import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { callControl } from '../../src/daemon/control.js'
 import { cli, isMounted } from '../helpers/mount.js'
-import { netnsList, startHostPair, twoHosts, writeFiles, type HostNode, type TwoHosts } from '../helpers/netns.js'
+import { netnsList, startHostPair, twoHosts, writeFiles, noise, type HostNode, type TwoHosts } from '../helpers/netns.js'
 import { diffSnapshots, status, treeSnapshot, waitCaughtUp, waitFor, type Entry, type ReplStatus } from '../helpers/replicated.js'
 
 t.setTimeout(900_000)
@@ -17,17 +17,6 @@ t.setTimeout(900_000)
 
 const MiB = 1 << 20
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
-
-/** Deterministic pseudo-random bytes (xorshift). */
-function bytes (n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n)
-  let x = (seed * 2654435761) | 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5
-    b[i] = x & 0xff
-  }
-  return b
-}
 
 /** path -> sha256 of every regular file under dir, at any depth (`.snapshots` is not listed in a root). */
 function digests (dir: string, rel = ''): Record<string, string> {
@@ -125,8 +114,8 @@ async function splitBrain (t: Test, o: { args?: string[], aFiles: number, bFiles
   hostsMade.push(h)
   const { primary: a, secondary: b } = await startHostPair(h, { mode: 'async', peerTimeout: 2, primaryArgs: o.args, secondaryArgs: o.args })
   nodesMade.push(a, b)
-  const base: Record<string, Buffer> = { 'common.txt': bytes(40_000, 1) }
-  for (let i = 0; i < 6; i++) base[`base/f${i}`] = bytes(1000 + i * 97_003, 10 + i)
+  const base: Record<string, Buffer> = { 'common.txt': noise(40_000, 1) }
+  for (let i = 0; i < 6; i++) base[`base/f${i}`] = noise(1000 + i * 97_003, 10 + i)
   const baseDigests = writeFiles(a.mnt, base)
   const caught = await waitCaughtUp(a, 30_000)
   t.equal(caught.ackedSeq, caught.seq, `B acknowledged every record of the base set (seq ${String(caught.seq)})`)
@@ -141,11 +130,11 @@ async function splitBrain (t: Test, o: { args?: string[], aFiles: number, bFiles
   const sb = await waitFor('B to take writes', async () => await st(b), s => !s.readOnly, 10_000)
   t.equal(sb.replication.role, 'primary', 'B status: role primary')
 
-  const aw: Record<string, Buffer> = { 'common.txt': bytes(55_555, 2) }
-  for (let i = 0; i < o.aFiles; i++) aw[`a-only/x${i}`] = bytes(2000 + i * 51_001, 100 + i)
-  const bw: Record<string, Buffer> = { 'common.txt': bytes(33_333, 3) }
-  for (let i = 0; i < o.bFiles; i++) bw[`b-only/y${i}`] = bytes(3000 + i * 77_003, 200 + i)
-  for (let i = 0; i < (o.bBigMiB ?? 0) / 4; i++) bw[`b-big/z${i}`] = bytes(4 * MiB, 400 + i)
+  const aw: Record<string, Buffer> = { 'common.txt': noise(55_555, 2) }
+  for (let i = 0; i < o.aFiles; i++) aw[`a-only/x${i}`] = noise(2000 + i * 51_001, 100 + i)
+  const bw: Record<string, Buffer> = { 'common.txt': noise(33_333, 3) }
+  for (let i = 0; i < o.bFiles; i++) bw[`b-only/y${i}`] = noise(3000 + i * 77_003, 200 + i)
+  for (let i = 0; i < (o.bBigMiB ?? 0) / 4; i++) bw[`b-big/z${i}`] = noise(4 * MiB, 400 + i)
   writeFiles(a.mnt, aw)
   writeFiles(b.mnt, bw)
   fs.rmSync(join(b.mnt, 'base/f1'))
@@ -226,8 +215,8 @@ t.test('split brain: detected on both sides, both stay writable, demote --force 
   notSplit = notSplit.slice(0, 5)
   t.same(notSplit, [], `every one of ${samples} status samples on both sides said splitBrain: true and writable`)
   t.same([...codes.a, ...codes.b], ['SPLIT_BRAIN', 'SPLIT_BRAIN'], 'every lastError seen meanwhile was SPLIT_BRAIN')
-  const aAfter = writeFiles(a.mnt, { 'a-only/after-heal': bytes(7777, 300) })
-  const bAfter = writeFiles(b.mnt, { 'b-only/after-heal': bytes(8888, 301) })
+  const aAfter = writeFiles(a.mnt, { 'a-only/after-heal': noise(7777, 300) })
+  const bAfter = writeFiles(b.mnt, { 'b-only/after-heal': noise(8888, 301) })
   s.aState = { ...s.aState, ...aAfter }
   const bView = { ...s.bState, ...bAfter }
   t.same(digests(a.mnt), s.aState, 'A took a write after the heal; nothing of B reached it')
@@ -323,7 +312,7 @@ t.test('the source dies in the middle of a resync: the target keeps its old stat
   const { primary: a, secondary: b } = await startHostPair(h, { mode: 'async', peerTimeout: 2, primaryArgs: ['--journal-size', '64M'] })
   nodesMade.push(a, b)
   const base: Record<string, Buffer> = {}
-  for (let i = 0; i < 16; i++) base[`base/d${i % 4}/f${i}`] = bytes(MiB + i * 123_457, 1 + i)
+  for (let i = 0; i < 16; i++) base[`base/d${i % 4}/f${i}`] = noise(MiB + i * 123_457, 1 + i)
   writeFiles(a.mnt, base)
   await waitCaughtUp(a, 60_000)
   const before = treeSnapshot(b.mnt)
@@ -334,8 +323,8 @@ t.test('the source dies in the middle of a resync: the target keeps its old stat
   // ~200 MiB written and changed on A while B is away: far more than A's 64 MiB journal holds.
   const writeAt = Date.now()
   const chunk = 8 * MiB
-  for (let i = 0; i < 24; i++) writeFiles(a.mnt, { [`new/g${i}`]: bytes(chunk, 1000 + i) })
-  for (let i = 0; i < 16; i += 2) writeFiles(a.mnt, { [`base/d${i % 4}/f${i}`]: bytes(MiB + i * 7, 5000 + i) })
+  for (let i = 0; i < 24; i++) writeFiles(a.mnt, { [`new/g${i}`]: noise(chunk, 1000 + i) })
+  for (let i = 0; i < 16; i += 2) writeFiles(a.mnt, { [`base/d${i % 4}/f${i}`]: noise(MiB + i * 7, 5000 + i) })
   const aTree = treeSnapshot(a.mnt)
   const sa = await st(a)
   const journal = sa.replication.journal as { firstSeq: number, lastSeq: number, bytes: number }
@@ -368,7 +357,7 @@ t.test('the source dies in the middle of a resync: the target keeps its old stat
   const p = await cliJson<{ role: string }>(b, ['promote', b.mnt, '--force', '--json'], t, 'B')
   t.equal(p.role, 'primary', 'promote --force on B works')
   await waitFor('B to take writes', async () => await st(b), x => !x.readOnly, 10_000)
-  const mine = writeFiles(b.mnt, { 'after-failover.txt': bytes(100_000, 9) })
+  const mine = writeFiles(b.mnt, { 'after-failover.txt': noise(100_000, 9) })
   t.same(digests(b.mnt)['after-failover.txt'], mine['after-failover.txt'], 'B is writable: a new file reads back')
   await b.stop()
   t.notOk(isMounted(b.mnt), 'B unmounted')
