@@ -30,7 +30,8 @@ t.test('tuneMalloc keeps freed request buffers for reuse: a new 1 MiB buffer cos
   const plain = run('plain')
   const tuned = run('tune')
   t.equal(tuned.tuned, true, 'the thresholds took')
-  t.ok(tuned.faults <= 1, `tuned: ${tuned.faults} page faults per 1 MiB buffer`)
+  // A 1 MiB buffer is 256 pages: a few faults are the child's own other allocations (GC), not the buffers.
+  t.ok(tuned.faults <= 4, `tuned: ${tuned.faults} page faults per 1 MiB buffer`)
   t.ok(plain.faults >= 10 * Math.max(tuned.faults, 0.1), `glibc's defaults: ${plain.faults} page faults per 1 MiB buffer`)
   const operator = run('tune', { MALLOC_MMAP_THRESHOLD_: '131072' })
   t.equal(operator.tuned, false, 'with MALLOC_MMAP_THRESHOLD_ set, tuneMalloc leaves the settings alone')
