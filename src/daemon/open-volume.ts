@@ -30,8 +30,8 @@ export async function openVolume (dir: string, opts: { create: boolean, logger: 
     }
     const resync = await StagedResync.recover(store)
     if (resync === 'applied') opts.logger.warn({ store: dir }, 'a resync was interrupted while its checked data went in: finished applying it')
-    if (resync === 'discarded') opts.logger.warn({ store: dir }, 'a resync was interrupted before its data was complete: the state from before it is kept, and the resync starts again')
-    if (resync === 'emptied') opts.logger.warn({ store: dir }, 'the first copy from the primary was interrupted: the store was emptied and will be copied again')
+    if (resync === 'kept') opts.logger.warn({ store: dir }, 'a resync was interrupted before its data was complete: the state from before it is what this store serves, and the next resync goes on from what it received')
+    if (resync === 'emptied') opts.logger.warn({ store: dir }, 'a first copy by an older replfs was interrupted: the store was emptied and will be copied again')
     const state = await VolumeState.load(store)
     const log = new RecordLog(state, opts.logger)
     store.onReset = async err => {

@@ -12,6 +12,7 @@ import { PeerRefusal, RoleHandover } from '../repl/handshake.js'
 import { NodeGenerations } from '../repl/node-state.js'
 import { DEFAULT_CHANNEL, ReplicationPrimary, type ReplicationMode, type VerifyResult } from '../repl/primary.js'
 import { ReplicationSecondary } from '../repl/secondary.js'
+import { StagedResync } from '../store/range-sync.js'
 import type { OpenedVolume } from './open-volume.js'
 
 export interface ReplicationConfig {
@@ -176,6 +177,8 @@ export class VolumeReplication {
     await secondary?.close()
     if (role === 'primary') {
       if (opts.promoteAt !== undefined) await this.node.promote(opts.promoteAt)
+      // What an interrupted resync staged here came from the old primary; this node's state is the one now.
+      if (await StagedResync.abandon(this.opened.store)) this.log.warn('dropped what an interrupted resync had staged: this node is primary now')
       this.becomePrimary(opts.peerComing)
     } else {
       await this.node.demote()

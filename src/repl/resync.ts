@@ -4,13 +4,13 @@ import type { JournalFile } from '../log/journal-file.js'
 import type { RecordLog } from '../log/record-log.js'
 import { divergedOverlay, fillChunks, logicalEntries } from '../store/diverged.js'
 import {
-  type KeyHash, type RangeSummary, StagedResync, differingRanges, rangeBounds, rangeDelta, stateEntriesIn, summarizeRanges
+  type KeyHash, type RangeSummary, StagedResync, differingRanges, rangeBounds, rangeDelta, stateEntriesIn, stateWithStaged, summarizeRanges
 } from '../store/range-sync.js'
 import {
   appendSummaries, decodeRangeDelta, decodeRangeKeys, decodeSummaries, encodeRangeDelta, encodeRangeKeys, encodeSummaries
 } from '../store/range-sync-codec.js'
 import { JOURNAL_RANGE } from '../store/keys.js'
-import type { BatchOp } from '../store/store.js'
+import type { BatchOp, StoreSnapshot } from '../store/store.js'
 import { lastRecordAt, lastRecordOp } from '../store/volume-state.js'
 import { nowNs } from '../fs/clock.js'
 import type { FrameChannel } from './channel.js'
@@ -174,7 +174,7 @@ async function keepDiverged (ch: FrameChannel, ctx: Ctx, victimGeneration: strin
     }
     p.bytesReceived += f.body.length
     const part = decodeRangeDelta(f.body)
-    if (part.index >= ranges.length || part.dels.length > 0) refuse(ch, 'BAD_FRAME', `bad diverged entries for range ${part.index}`)
+    if (part.index >= ranges.length || part.dels.length > 0 || part.copies.length > 0) refuse(ch, 'BAD_FRAME', `bad diverged entries for range ${part.index}`)
     const victim = (pending.get(part.index) ?? []).concat(part.puts)
     if (!part.last) { pending.set(part.index, victim); continue }
     pending.delete(part.index)
@@ -205,27 +205,22 @@ export async function receiveResync (ch: FrameChannel, ctx: TargetCtx, start: St
   p.ranges = summaries.length
   await log.settle()
   const staged = await log.exclusive(async () => await StagedResync.begin(store, { seq: begin.seq, direct: state.format === null }))
-  const sending = (async () => {
-    for await (const rk of differingRanges(stateEntriesIn(store, null, null), summaries)) {
-      p.rangesDiffering++
-      await send(ch, 'RANGE_KEYS', encodeRangeKeys(rk), p)
-    }
-    ch.sendJson('RESYNC', { step: 'keys-end' })
-  })()
-  sending.catch(() => {})
-  let end: { seq: number, digest: string, entries: number, bytes: number, crc: number | null }
-  for (;;) {
-    const f = await next(ch, ['RANGE_DELTA', 'RESYNC'])
-    if (f.type === 'RESYNC') {
-      end = parseJsonBody(f)
-      if ((end as { step?: string }).step !== 'end' || end.seq !== begin.seq) refuse(ch, 'BAD_FRAME', 'resync end does not close the resync under way')
-      break
-    }
-    p.bytesReceived += f.body.length
-    const part = decodeRangeDelta(f.body)
-    await staged.add(part.puts, part.dels)
+  if (staged.resumed) ctx.logger.info({ seq: begin.seq }, 'an interrupted resync staged data here: this one goes on from it')
+  // Compared as it will be with what an earlier attempt staged, at one point in time (the deltas
+  // land meanwhile); copies in the deltas read their values from that same point.
+  const view = await store.snapshot()
+  let end: ResyncEnd
+  try {
+    end = await receiveDeltas(ch, p, staged, view, begin.seq, (async () => {
+      for await (const rk of differingRanges(stateWithStaged(store, view), summaries)) {
+        p.rangesDiffering++
+        await send(ch, 'RANGE_KEYS', encodeRangeKeys(rk), p)
+      }
+      ch.sendJson('RESYNC', { step: 'keys-end' })
+    })())
+  } finally {
+    await view.close()
   }
-  await sending
   p.phase = 'applying'
   // The host-local journal of record headers belonged to the old state: it goes in the same batch.
   const finalOps: BatchOp[] = [ctx.node.adoptOp(start.history), ...(end.crc === null ? [] : [lastRecordOp(end.seq, end.crc)])]
@@ -243,6 +238,24 @@ export async function receiveResync (ch: FrameChannel, ctx: TargetCtx, start: St
   return end.seq
 }
 
+interface ResyncEnd { seq: number, digest: string, entries: number, bytes: number, crc: number | null }
+
+/** Stages each RANGE_DELTA until the source's end, while `sending` sends this side's keys. */
+async function receiveDeltas (ch: FrameChannel, p: ResyncProgress, staged: StagedResync, view: StoreSnapshot, seq: number, sending: Promise<void>): Promise<ResyncEnd> {
+  sending.catch(() => {}) // awaited below; a failure of the connection also ends the loop
+  for (;;) {
+    const f = await next(ch, ['RANGE_DELTA', 'RESYNC'])
+    if (f.type === 'RESYNC') {
+      const end = parseJsonBody<ResyncEnd & { step?: string }>(f)
+      if (end.step !== 'end' || end.seq !== seq) refuse(ch, 'BAD_FRAME', 'resync end does not close the resync under way')
+      await sending
+      return end
+    }
+    p.bytesReceived += f.body.length
+    await staged.add(decodeRangeDelta(f.body), view)
+  }
+}
+
 /** Victim's side of keepDiverged: its live view's entries wherever the source's view differs. */
 async function giveDiverged (ch: FrameChannel, ctx: TargetCtx): Promise<void> {
   const { log, progress: p } = ctx
@@ -256,7 +269,7 @@ async function giveDiverged (ch: FrameChannel, ctx: TargetCtx): Promise<void> {
   const live = state.layers.live
   for await (const rk of differingRanges(logicalEntries(state.store, live, null, null), summaries)) {
     const [lo, hi] = rangeBounds(summaries, rk.index)
-    await send(ch, 'RANGE_DELTA', encodeRangeDelta(rk.index, { puts: await logicalIn(state.store, live, lo, hi), dels: [] }), p)
+    await send(ch, 'RANGE_DELTA', encodeRangeDelta(rk.index, { puts: await logicalIn(state.store, live, lo, hi), dels: [], copies: [] }), p)
   }
   ch.sendJson('RESYNC', { step: 'diverged-end' })
   ctx.logger.warn({ snapshot: begin.name }, 'this node yields: its own writes are kept as a read-only snapshot, then it resyncs')

@@ -14,7 +14,7 @@ export const MAX_MESSAGE_BODY = 16 * 1024 * 1024
 const KIND_SUMMARIES = 1
 const KIND_KEYS = 2
 const KIND_DELTA = 3
-const HEADER_MAX = 1 + 1 + 4 + 5 + 5
+const HEADER_MAX = 1 + 1 + 4 + 5 + 5 + 5
 
 export interface SummaryChunk { start: number, ranges: RangeSummary[], last: boolean }
 export interface RangeKeysPart extends RangeKeys { last: boolean }
@@ -160,23 +160,28 @@ export function decodeRangeKeys (body: Buffer): RangeKeysPart {
   return { index, keys, last }
 }
 
-/** One range's delta as one or more bodies (puts first); the target stages each part as it arrives. */
+/** One range's delta as one or more bodies (puts, then copies, then dels); the target stages each part as it arrives. */
 export function encodeRangeDelta (index: number, delta: RangeDelta, maxBody = MAX_MESSAGE_BODY): Buffer[] {
-  const ops: Array<[Buffer, Buffer | null]> = [...delta.puts, ...delta.dels.map((k): [Buffer, null] => [k, null])]
-  return encodeParts(KIND_DELTA, () => index, ops, ([k, v]) => blobLen(k) + (v === null ? 0 : blobLen(v)),
-    p => { const puts = p.filter(([, v]) => v !== null).length; return [puts, p.length - puts] },
-    (w, [k, v]) => v === null ? w.blob(k) : w.blob(k).blob(v), maxBody, 'range delta')
+  type Op = { put: [Buffer, Buffer] } | { copy: [Buffer, Buffer] } | { del: Buffer }
+  const ops: Op[] = [...delta.puts.map(put => ({ put })), ...delta.copies.map(copy => ({ copy })), ...delta.dels.map(del => ({ del }))]
+  const size = (o: Op): number => 'del' in o ? blobLen(o.del) : 'put' in o ? blobLen(o.put[0]) + blobLen(o.put[1]) : blobLen(o.copy[0]) + blobLen(o.copy[1])
+  return encodeParts(KIND_DELTA, () => index, ops, size,
+    p => [p.filter(o => 'put' in o).length, p.filter(o => 'copy' in o).length, p.filter(o => 'del' in o).length],
+    (w, o) => 'del' in o ? w.blob(o.del) : 'put' in o ? w.blob(o.put[0]).blob(o.put[1]) : w.blob(o.copy[0]).blob(o.copy[1]), maxBody, 'range delta')
 }
 
 export function decodeRangeDelta (body: Buffer): RangeDeltaPart {
   const r = new Reader(body, 'range delta')
   const { last, index } = r.header(KIND_DELTA)
   const nPuts = r.varint()
+  const nCopies = r.varint()
   const nDels = r.varint()
   const puts: Array<[Buffer, Buffer]> = []
+  const copies: Array<[Buffer, Buffer]> = []
   const dels: Buffer[] = []
   for (let i = 0; i < nPuts; i++) puts.push([r.blob(), r.blob()])
+  for (let i = 0; i < nCopies; i++) copies.push([r.blob(), r.blob()])
   for (let i = 0; i < nDels; i++) dels.push(r.blob())
   r.end()
-  return { index, puts, dels, last }
+  return { index, puts, dels, copies, last }
 }

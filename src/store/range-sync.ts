@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { ReplfsError } from '../errors.js'
-import { JOURNAL_RANGE, RESYNC_MARKER, STAGE_RANGE, STATE_RANGES, isStateKey, stageKey, unstageKey } from './keys.js'
+import { JOURNAL_RANGE, P_META, RESYNC_MARKER, STAGE_RANGE, STATE_RANGES, isStateKey, metaKey, stageKey, unstageKey } from './keys.js'
 import { DigestBuilder, type StateDigest } from './state-transfer.js'
 import type { BatchOp, Store, StoreSnapshot } from './store.js'
 
@@ -11,8 +11,10 @@ import type { BatchOp, Store, StoreSnapshot } from './store.js'
  * its keys with a short hash of each value; the source answers with the puts and dels that
  * make the range equal. The target stages those ops under `s` (keys.ts) and touches its real
  * keys only once (old state + staged ops) digests to the source's whole-state digest, so it
- * always holds either its old state or the whole new one. Nothing here knows frames or sockets;
- * range-sync-codec.ts turns the messages into bodies and back.
+ * always holds either its old state or the whole new one. An interrupted resync keeps what it
+ * staged: the next one compares the source with (state + staged ops), so only what is still
+ * missing crosses again. Nothing here knows frames or sockets; range-sync-codec.ts turns the
+ * messages into bodies and back.
  */
 
 export const DEFAULT_RANGE_BYTES = 1 << 20
@@ -35,7 +37,8 @@ export interface RangeSummary {
 }
 export interface KeyHash { key: Buffer, hash: Buffer }
 export interface RangeKeys { index: number, keys: KeyHash[] }
-export interface RangeDelta { puts: Array<[Buffer, Buffer]>, dels: Buffer[] }
+/** `copies`: [key, from] — put under key the value the target holds under `from` (its key list named it). */
+export interface RangeDelta { puts: Array<[Buffer, Buffer]>, dels: Buffer[], copies: Array<[Buffer, Buffer]> }
 
 function rangeDigest (d: DigestBuilder): Buffer {
   return Buffer.from(d.finish().digest, 'hex').subarray(0, DIGEST_BYTES)
@@ -123,21 +126,48 @@ export function rangeBounds (summaries: RangeSummary[], index: number): [Buffer 
   return [index === 0 ? null : summaries[index - 1].end, summaries[index].end]
 }
 
-/** Source side: what the target must put and delete so that range [start,end) holds exactly the source's entries. */
+/** Values shorter than this are sent even when the target holds them under another key. */
+const COPY_MIN_BYTES = 256
+
+/**
+ * Source side: what the target must put and delete so that range [start,end) holds exactly the
+ * source's entries. A value the target already holds under another key of the range (a diverged
+ * snapshot's layer beside the live one it was filled from) goes as a copy, not again in full.
+ */
 export async function rangeDelta (sourceEntriesInRange: AsyncIterable<[Buffer, Buffer]>, targetKeys: KeyHash[]): Promise<RangeDelta> {
   for (let n = 1; n < targetKeys.length; n++) if (targetKeys[n - 1].key.compare(targetKeys[n].key) >= 0) throw frameInvalid('target key list is not in strict key order')
+  const held = new Map<string, Buffer>()
+  for (const { key, hash } of targetKeys) if (!held.has(hash.toString('latin1'))) held.set(hash.toString('latin1'), key)
   const puts: Array<[Buffer, Buffer]> = []
+  const copies: Array<[Buffer, Buffer]> = []
+  const put = (k: Buffer, v: Buffer, h: Buffer): void => {
+    const from = v.length >= COPY_MIN_BYTES ? held.get(h.toString('latin1')) : undefined
+    if (from === undefined) puts.push([k, v])
+    else copies.push([k, from])
+  }
   const dels: Buffer[] = []
   let j = 0
   for await (const [k, v] of sourceEntriesInRange) {
     while (j < targetKeys.length && targetKeys[j].key.compare(k) < 0) dels.push(targetKeys[j++].key)
+    const h = valueHash(v)
     if (j < targetKeys.length && targetKeys[j].key.equals(k)) {
-      if (!valueHash(v).equals(targetKeys[j].hash)) puts.push([k, v])
+      if (!h.equals(targetKeys[j].hash)) put(k, v, h)
       j++
-    } else puts.push([k, v])
+    } else put(k, v, h)
   }
   while (j < targetKeys.length) dels.push(targetKeys[j++].key)
-  return { puts, dels }
+  return { puts, dels, copies }
+}
+
+/** The value of `key` in the target's state as it will be with the staged ops, at `snapshot`. */
+async function stagedValueAt (store: Store, key: Buffer, snapshot: StoreSnapshot): Promise<Buffer | undefined> {
+  for (const k of [stageKey(key), key]) {
+    for await (const [, v] of store.iterate(k, successor(k), { snapshot })) {
+      if (k === key) return v
+      return v[0] === TAG_PUT ? v.subarray(1) : undefined
+    }
+  }
+  return undefined
 }
 
 /** Entries of `store` (optionally at a StoreSnapshot) in [start,end) restricted to STATE_RANGES, in key order. */
@@ -251,33 +281,70 @@ async function dropMarker (store: Store): Promise<void> {
   await store.write([{ type: 'del', key: RESYNC_MARKER }], { sync: true })
 }
 
+async function readMarker (store: Store): Promise<Marker | null> {
+  const v = await store.get(RESYNC_MARKER)
+  return v === undefined ? null : decodeMarker(v)
+}
+
+/**
+ * A direct copy keeps the volume's metadata (format, counters, layers) staged until its commit:
+ * until then the store holds no volume, so a copy cut off part-way is never mistaken for one,
+ * and the next copy can go on from what it holds.
+ */
+function heldBack (key: Buffer): boolean {
+  return key[0] === P_META
+}
+
+/** What the target's state will be once its staged ops are applied, in key order (at `snapshot` if given). */
+export function stateWithStaged (store: Store, snapshot?: StoreSnapshot): AsyncGenerator<[Buffer, Buffer]> {
+  return withStaged(stateEntriesIn(store, null, null, snapshot), store.iterate(STAGE_RANGE[0], STAGE_RANGE[1], { snapshot }))
+}
+
 export class StagedResync {
   private readonly stats: ResyncStats = { puts: 0, dels: 0, bytes: 0 }
   private finished = false
-  private constructor (private readonly store: Store, readonly seq: number, readonly direct: boolean) {}
+  private constructor (private readonly store: Store, readonly seq: number, readonly direct: boolean, readonly resumed: boolean) {}
 
   /**
-   * Marks a resync under way (synced) and clears staging from an earlier attempt. An earlier
-   * attempt's marker is recovered first: its staging area may be half-applied, never just dropped.
-   * `direct`: the state is empty, so ops go straight to the real keys (a crash empties it again).
+   * Marks a resync under way (synced). What an interrupted attempt staged is kept, so this one
+   * goes on from there: compare the source against stateWithStaged(), not the state alone. An
+   * attempt interrupted while applying is finished first. `direct`: the state is empty (or holds
+   * an interrupted direct copy), so ops go straight to the real keys, all but the metadata.
    */
   static async begin (store: Store, info: { seq: number, direct?: boolean }): Promise<StagedResync> {
+    let earlier = await readMarker(store)
+    if (earlier?.phase === 'applying') {
+      await StagedResync.recover(store)
+      earlier = null
+    }
     const direct = info.direct === true
-    await StagedResync.recover(store)
-    if (direct && !(await stateIsEmpty(store))) throw new ReplfsError('BAD_ARGUMENT', 'a direct resync needs a store with an empty state', { hint: 'Resync without direct mode, which stages the difference' })
+    if (direct && earlier?.phase !== 'direct' && !(await stateIsEmpty(store))) throw new ReplfsError('BAD_ARGUMENT', 'a direct resync needs a store with an empty state', { hint: 'Resync without direct mode, which stages the difference' })
     await store.write([{ type: 'put', key: RESYNC_MARKER, value: encodeMarker(direct ? 'direct' : 'staging', info.seq) }], { sync: true })
-    await store.clearRange(STAGE_RANGE[0], STAGE_RANGE[1])
-    return new StagedResync(store, info.seq, direct)
+    return new StagedResync(store, info.seq, direct, earlier !== null)
   }
 
-  /** Stages (or, direct, writes) one part of a delta; each call is written before it returns. */
-  async add (puts: Array<[Buffer, Buffer]>, dels: Buffer[]): Promise<void> {
+  /**
+   * Stages (or, direct, writes) one part of a delta; each call is written before it returns.
+   * Copies take their values from the state the target's key list was read from (`view`).
+   */
+  async add (part: RangeDelta, view?: StoreSnapshot): Promise<void> {
     if (this.finished) throw new ReplfsError('BAD_ARGUMENT', 'resync already committed or abandoned')
+    const { dels } = part
+    const puts = [...part.puts]
+    for (const [k, from] of part.copies) {
+      checkKey(from)
+      const v = view === undefined ? undefined : await stagedValueAt(this.store, from, view)
+      if (v === undefined) throw new ReplfsError('RECORD_INVALID', `resync delta copies from a key this target does not hold (${from.toString('hex').slice(0, 24)})`)
+      puts.push([k, v])
+    }
     for (const k of [...puts.map(([k]) => k), ...dels]) checkKey(k)
-    const ops: BatchOp[] = this.direct
-      ? [...puts.map(([key, value]): BatchOp => ({ type: 'put', key, value })), ...dels.map((key): BatchOp => ({ type: 'del', key }))]
-      : [...puts.map(([k, v]): BatchOp => ({ type: 'put', key: stageKey(k), value: Buffer.concat([Buffer.of(TAG_PUT), v]) })),
-          ...dels.map((k): BatchOp => ({ type: 'put', key: stageKey(k), value: Buffer.of(TAG_DEL) }))]
+    const staging = (k: Buffer): boolean => !this.direct || heldBack(k)
+    const ops: BatchOp[] = [
+      ...puts.map(([k, v]): BatchOp => staging(k)
+        ? { type: 'put', key: stageKey(k), value: Buffer.concat([Buffer.of(TAG_PUT), v]) }
+        : { type: 'put', key: k, value: v }),
+      ...dels.map((k): BatchOp => staging(k) ? { type: 'put', key: stageKey(k), value: Buffer.of(TAG_DEL) } : { type: 'del', key: k })
+    ]
     this.stats.puts += puts.length
     this.stats.dels += dels.length
     for (const [k, v] of puts) this.stats.bytes += k.length + v.length
@@ -299,13 +366,10 @@ export class StagedResync {
       await dropMarker(this.store)
       throw new ReplfsError('RECORD_INVALID', `resync at seq ${this.seq} does not match the source's digest (${got.entries} entries ${got.digest.slice(0, 12)}, expected ${expected.entries} ${expected.digest.slice(0, 12)}); the old state is kept`)
     }
-    if (this.direct) {
-      await this.store.write([...finalOps, { type: 'del', key: RESYNC_MARKER }], { sync: true })
-      return { ...this.stats }
-    }
-    // From here on, recovery finishes the apply (with the same final ops) instead of dropping it.
+    // From here on, recovery finishes the apply (with the same final ops) instead of keeping it staged.
     await this.store.write([{ type: 'put', key: RESYNC_MARKER, value: encodeMarker('applying', this.seq, finalOps) }], { sync: true })
-    return await applyStaged(this.store, finalOps, opts)
+    const applied = await applyStaged(this.store, finalOps, opts)
+    return this.direct ? { ...this.stats } : applied
   }
 
   /** Digest of the state this resync would leave. */
@@ -313,28 +377,46 @@ export class StagedResync {
     const snap = await this.store.snapshot()
     try {
       const d = new DigestBuilder()
-      const state = stateEntriesIn(this.store, null, null, snap)
-      const entries = this.direct ? state : withStaged(state, this.store.iterate(STAGE_RANGE[0], STAGE_RANGE[1], { snapshot: snap }))
-      for await (const [k, v] of entries) d.add(k, v)
+      for await (const [k, v] of stateWithStaged(this.store, snap)) d.add(k, v)
       return d.finish()
     } finally {
       await snap.close()
     }
   }
 
-  /** At store open: finishes or undoes a resync that a crash interrupted, by its marker's phase. */
-  static async recover (store: Store): Promise<'none' | 'discarded' | 'applied' | 'emptied'> {
-    const v = await store.get(RESYNC_MARKER)
-    if (v === undefined) return 'none'
-    const m = decodeMarker(v)
+  /**
+   * At store open: finishes a resync that a crash interrupted while applying its checked data.
+   * One interrupted earlier is kept ('kept'): its staging, or its direct copy without metadata,
+   * holds no volume the store would serve, and the next resync goes on from it.
+   */
+  static async recover (store: Store): Promise<'none' | 'kept' | 'applied' | 'emptied'> {
+    const m = await readMarker(store)
+    if (m === null) return 'none'
     if (m.phase === 'applying') {
       await applyStaged(store, m.finalOps, {})
       return 'applied'
     }
-    if (m.phase === 'staging') await store.clearRange(STAGE_RANGE[0], STAGE_RANGE[1])
-    else await wipe(store)
+    // A direct copy by an older replfs wrote the metadata straight away: only emptying it is safe.
+    if (m.phase === 'direct' && await store.get(metaKey('format')) !== undefined) {
+      await wipe(store)
+      await dropMarker(store)
+      return 'emptied'
+    }
+    return 'kept'
+  }
+
+  /** Drops what an interrupted resync staged: this node's own state is the one that counts now (it became primary). */
+  static async abandon (store: Store): Promise<boolean> {
+    const m = await readMarker(store)
+    if (m === null) return false
+    if (m.phase === 'applying') {
+      await applyStaged(store, m.finalOps, {})
+      return false
+    }
+    if (m.phase === 'direct') await wipe(store)
+    else await store.clearRange(STAGE_RANGE[0], STAGE_RANGE[1])
     await dropMarker(store)
-    return m.phase === 'staging' ? 'discarded' : 'emptied'
+    return true
   }
 }
 

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
+import { callControl } from '../../src/daemon/control.js'
 import { forceUnmount, isMounted, spawnMount, tempDir, type Mounted } from './mount.js'
 import { cliAsync, FAILED_LOGS, kill9, sleep, writeSecret, type Node, type Pair } from './replicated.js'
 
@@ -330,4 +331,21 @@ export function noise (n: number, seed: number): Buffer {
     b[i] = x & 0xff
   }
   return b
+}
+
+/**
+ * Status straight over the control socket (no CLI process per call), for a tight poll that must
+ * catch a resync under way. controlSocketPath reads REPLFS_RUN_DIR synchronously, before any await.
+ */
+export async function controlStatus (n: HostNode): Promise<unknown> {
+  const prev = process.env.REPLFS_RUN_DIR
+  process.env.REPLFS_RUN_DIR = n.runDir
+  let p: Promise<unknown>
+  try {
+    p = callControl(n.mnt, { cmd: 'status' }, 5000)
+  } finally {
+    if (prev === undefined) delete process.env.REPLFS_RUN_DIR
+    else process.env.REPLFS_RUN_DIR = prev
+  }
+  return await p
 }

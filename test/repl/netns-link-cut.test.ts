@@ -1,10 +1,10 @@
 import t from 'tap'
-t.setTimeout(180_000)
+t.setTimeout(480_000)
 import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { isMounted } from '../helpers/mount.js'
-import { netnsList, startHostPair, twoHosts, writeFiles, noise, type HostNode, type TwoHosts } from '../helpers/netns.js'
+import { controlStatus, netnsList, startHostPair, twoHosts, writeFiles, noise, type HostNode, type TwoHosts } from '../helpers/netns.js'
 import { diffSnapshots, status, treeSnapshot, waitCaughtUp, waitFor } from '../helpers/replicated.js'
 
 // A primary in network namespace A and a secondary in namespace B, joined by a veth pair: the
@@ -25,17 +25,30 @@ function digests (dir: string): Record<string, string> {
 }
 
 
-let hosts: TwoHosts | null = null
+const MiB = 1 << 20
+const hostsMade: TwoHosts[] = []
 let nodes: HostNode[] = []
+
+interface Resync { phase: string, rangesDiffering: number, bytesReceived: number }
+const resyncOf = async (n: HostNode): Promise<{ phase: string, resync: Resync | null }> => {
+  const s = await controlStatus(n) as { replication: { phase: string, resync?: Resync | null } }
+  return { phase: s.replication.phase, resync: s.replication.resync ?? null }
+}
+
+/** The field `key` of the last log line whose msg is `msg`. */
+function logged (n: HostNode, msg: string, key: string): number {
+  const line = n.logs().split('\n').reverse().find(l => l.includes(`"msg":"${msg}"`))
+  return line === undefined ? NaN : Number((JSON.parse(line) as Record<string, unknown>)[key])
+}
 
 t.test('two netns hosts: a cut link leaves the primary writable, healing it resumes replication', async t => {
   const began = Date.now()
-  hosts = await twoHosts(t)
-  const h = hosts
+  const h = await twoHosts(t)
+  hostsMade.push(h)
   t.comment(`namespaces ${h.a.ns} (${h.a.addr}) and ${h.b.ns} (${h.b.addr}), veth ${h.a.veth}/${h.b.veth}`)
   const pair = await startHostPair(h, { mode: 'async', peerTimeout: 2 })
   const { primary, secondary } = pair
-  nodes = [primary, secondary]
+  nodes.push(primary, secondary)
 
   let first: Record<string, string> = {}
   await t.test('over the veth link the secondary acknowledges every write; both mounts hold the same bytes', async t => {
@@ -92,17 +105,52 @@ t.test('two netns hosts: a cut link leaves the primary writable, healing it resu
   t.comment(`scenario took ${((Date.now() - began) / 1000).toFixed(1)} s`)
 })
 
+t.test('a link cut in the middle of a resync: after the heal it goes on from what the target holds, and the changed bytes cross about once', async t => {
+  const began = Date.now()
+  const h = await twoHosts(t)
+  hostsMade.push(h)
+  const { primary: a, secondary: b } = await startHostPair(h, { mode: 'async', peerTimeout: 2, primaryArgs: ['--journal-size', '64M'] })
+  nodes.push(a, b)
+  writeFiles(a.mnt, { 'base/f0': noise(4 * MiB, 1), 'base/f1': noise(3 * MiB, 2) })
+  await waitCaughtUp(a, 60_000)
+  await b.stop()
+  // 160 MiB new on A while B is away: more than A's journal holds, so B resyncs by digest ranges.
+  const changed = 160 * MiB
+  for (let i = 0; i < 16; i++) writeFiles(a.mnt, { [`new/g${i}`]: noise(changed / 16, 100 + i) })
+  const tc = h.a.exec(['tc', 'qdisc', 'add', 'dev', h.a.veth, 'root', 'tbf', 'rate', '200mbit', 'burst', '256kb', 'latency', '200ms'])
+  t.equal(tc.code, 0, `A's end of the link shaped to 200 Mbit/s${tc.code === 0 ? '' : `: ${tc.stderr}`}`)
+  await b.restart()
+  const mid = await waitFor('B to be resyncing with 56 MiB received', async () => await resyncOf(b),
+    x => x.phase === 'resyncing' && (x.resync?.bytesReceived ?? 0) > 56 * MiB, 120_000, 25)
+  h.cut()
+  const cutAt = await waitFor('B to see the link gone', async () => await resyncOf(b), x => x.phase === 'disconnected', 30_000)
+  const first = Math.max(mid.resync?.bytesReceived ?? 0, cutAt.resync?.bytesReceived ?? 0)
+  t.comment(`link cut with ${(first / MiB).toFixed(1)} MiB of the resync received`)
+  t.equal(h.a.exec(['tc', 'qdisc', 'del', 'dev', h.a.veth, 'root']).code, 0, 'the link is no longer shaped')
+  await h.heal()
+  await waitCaughtUp(a, 120_000)
+  t.match(b.logs(), /an interrupted resync staged data here: this one goes on from it/, 'B\'s log: the second resync goes on from the first')
+  const second = logged(b, 'resync by difference received and checked', 'bytesReceived')
+  t.comment(`second attempt received ${(second / MiB).toFixed(1)} MiB; ${(changed / MiB).toFixed(0)} MiB changed`)
+  t.ok(second <= changed - 48 * MiB, `the second attempt received ${(second / MiB).toFixed(1)} MiB: not again what the first one staged (${(first / MiB).toFixed(1)} MiB)`)
+  t.ok(first + second <= 1.1 * changed + 8 * MiB, `both attempts together ${((first + second) / MiB).toFixed(1)} MiB for ${changed / MiB} MiB changed`)
+  const v = await a.cli(['verify', a.mnt], 120_000)
+  t.equal(v.code, 0, `replfs verify exits 0 (${v.stdout.trim().split('\n')[0]})`)
+  t.same(diffSnapshots(treeSnapshot(a.mnt), treeSnapshot(b.mnt)), [], 'same trees on both hosts: names, modes, sizes, digests')
+  t.comment(`scenario took ${((Date.now() - began) / 1000).toFixed(1)} s`)
+})
+
 t.test('nothing is left behind: no namespace, veth, mount or node process', async t => {
-  t.ok(hosts !== null, 'the hosts were created')
-  if (hosts === null) return
-  const h = hosts
+  t.equal(hostsMade.length, 2, 'both scenarios made their hosts')
   const listed = netnsList()
-  t.notOk(listed.includes(h.a.ns) || listed.includes(h.b.ns), `ip netns list has neither ${h.a.ns} nor ${h.b.ns}`)
   const links = fs.readdirSync('/sys/class/net')
-  t.notOk(links.includes(h.a.veth) || links.includes(h.b.veth), 'no veth of the pair in the root namespace')
+  for (const h of hostsMade) {
+    t.notOk(listed.includes(h.a.ns) || listed.includes(h.b.ns), `ip netns list has neither ${h.a.ns} nor ${h.b.ns}`)
+    t.notOk(links.includes(h.a.veth) || links.includes(h.b.veth), `no veth of the pair ${h.a.veth}/${h.b.veth} in the root namespace`)
+    t.notOk(fs.existsSync(h.base), `the temp dir ${h.base} is removed`)
+  }
   for (const n of nodes) {
     t.notOk(isMounted(n.mnt), `${n.role} mount ${n.mnt} is gone`)
     t.ok(n.m.child.exitCode !== null || n.m.child.signalCode !== null, `${n.role} process ${String(n.m.child.pid)} has exited`)
   }
-  t.notOk(fs.existsSync(h.base), 'the temp dir is removed')
 })

@@ -3,11 +3,11 @@ import { createCipheriv, createHash } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Store, type BatchOp } from '../../src/store/store.js'
+import { Store, type BatchOp, type StoreSnapshot } from '../../src/store/store.js'
 import { STAGE_RANGE, blockBase, localKey, direntBase, inodeBase, metaKey, withLayer, xattrBase } from '../../src/store/keys.js'
 import { digestAt, type StateDigest } from '../../src/store/state-transfer.js'
 import {
-  StagedResync, differingRanges, rangeBounds, rangeDelta, stateEntriesIn, summarizeRanges,
+  StagedResync, differingRanges, rangeBounds, rangeDelta, stateEntriesIn, stateWithStaged, summarizeRanges,
   type CommitOptions, type RangeKeys, type RangeSummary, type ResyncStats
 } from '../../src/store/range-sync.js'
 import {
@@ -77,7 +77,7 @@ async function count (it: AsyncIterable<unknown>): Promise<number> {
   return n
 }
 
-interface Outcome { wire: { summaries: number, keys: number, deltas: number, total: number }, differing: number, stats: ResyncStats, expected: StateDigest }
+interface Outcome { wire: { summaries: number, keys: number, deltas: number, total: number }, differing: number, stats: ResyncStats, expected: StateDigest, resumed: boolean, cut: boolean }
 
 /**
  * The whole protocol between two stores, every message through its encoder and decoder as the
@@ -85,9 +85,12 @@ interface Outcome { wire: { summaries: number, keys: number, deltas: number, tot
  */
 async function resync (source: Store, target: Store, opts: {
   direct?: boolean, rangeBytes?: number, maxBody?: number, commit?: CommitOptions, wrongDigest?: boolean
+  /** The link is cut after this many ranges' deltas went in: no commit, the target keeps what it staged. */
+  cutAfter?: number
 } = {}): Promise<Outcome> {
   const wire = { summaries: 0, keys: 0, deltas: 0, total: 0 }
   const snap = await source.snapshot()
+  const view = { snap: null as StoreSnapshot | null }
   try {
     const { ranges, total } = await summarizeRanges(stateEntriesIn(source, null, null, snap), opts.rangeBytes)
     const received: RangeSummary[] = []
@@ -95,8 +98,10 @@ async function resync (source: Store, target: Store, opts: {
       wire.summaries += body.length
       appendSummaries(received, decodeSummaries(body))
     }
+    const staged = await StagedResync.begin(target, { seq: 7, direct: opts.direct })
+    view.snap = await target.snapshot()
     const asked: RangeKeys[] = []
-    for await (const rk of differingRanges(stateEntriesIn(target, null, null), received)) {
+    for await (const rk of differingRanges(stateWithStaged(target, view.snap), received)) {
       const got: RangeKeys = { index: -1, keys: [] }
       for (const body of encodeRangeKeys(rk, opts.maxBody)) {
         wire.keys += body.length
@@ -106,22 +111,24 @@ async function resync (source: Store, target: Store, opts: {
       }
       asked.push(got)
     }
-    const staged = await StagedResync.begin(target, { seq: 7, direct: opts.direct })
+    let applied = 0
     for (const { index, keys } of asked) {
+      if (applied++ === opts.cutAfter) return { wire: { ...wire, total: wire.summaries + wire.keys + wire.deltas }, differing: asked.length, stats: { puts: 0, dels: 0, bytes: 0 }, expected: total, resumed: staged.resumed, cut: true }
       const [start, end] = rangeBounds(ranges, index)
       const delta = await rangeDelta(stateEntriesIn(source, start, end, snap), keys)
       for (const body of encodeRangeDelta(index, delta, opts.maxBody)) {
         wire.deltas += body.length
         const part = decodeRangeDelta(body)
-        await staged.add(part.puts, part.dels)
+        await staged.add(part, view.snap)
       }
     }
     wire.total = wire.summaries + wire.keys + wire.deltas
     const expected = opts.wrongDigest === true ? { ...total, digest: createHash('sha256').update('wrong').digest('hex') } : total
     const stats = await staged.commit(expected, [{ type: 'put', key: FINAL_KEY, value: Buffer.from('7') }], opts.commit)
-    return { wire, differing: asked.length, stats, expected: total }
+    return { wire, differing: asked.length, stats, expected: total, resumed: staged.resumed, cut: false }
   } finally {
     await snap.close()
+    await view.snap?.close()
   }
 }
 
@@ -261,44 +268,121 @@ t.test('crash while applying: recover() finishes the apply', async t => {
   t.equal(await StagedResync.recover(b), 'none', 'marker gone')
 })
 
-t.test('crash while staging: recover() discards, the old state is intact', async t => {
-  const { a, b: b0, oldTarget } = await divergedPair(t)
-  const snap = await a.snapshot()
-  const { ranges } = await summarizeRanges(stateEntriesIn(a, null, null, snap))
-  const staged = await StagedResync.begin(b0, { seq: 9 })
-  let parts = 0
-  for await (const { index, keys } of differingRanges(stateEntriesIn(b0, null, null), ranges)) {
-    const [start, end] = rangeBounds(ranges, index)
-    const d = await rangeDelta(stateEntriesIn(a, start, end, snap), keys)
-    await staged.add(d.puts, d.dels)
-    if (++parts === 3) break
-  }
-  await snap.close()
-  t.ok(await stagedCount(b0) > 0, 'ops staged at the crash')
+t.test('a resync cut off while staging resumes: the old state is served meanwhile and only the rest crosses again', async t => {
+  const { a, b: b0, oldTarget, changed } = await divergedPair(t)
+  const src = await digestOf(a)
+  const first = await resync(a, b0, { rangeBytes: 256 * KiB, cutAfter: 20 })
+  t.ok(first.cut && first.differing > 25, `cut after 20 of ${first.differing} differing ranges`)
+  t.ok(await stagedCount(b0) > 0, 'ops staged at the cut')
   t.same(await digestOf(b0), oldTarget, 'staging leaves the real keys alone')
   const b = await reopen(b0)
   t.teardown(() => b.close())
-  t.equal(await StagedResync.recover(b), 'discarded', 'recover() returns discarded')
-  t.same(await digestOf(b), oldTarget, 'target digest equals its old one')
+  t.equal(await StagedResync.recover(b), 'kept', 'recover() keeps the staging')
+  t.same(await digestOf(b), oldTarget, 'after a restart the store still serves its old state')
+  const second = await resync(a, b, { rangeBytes: 256 * KiB })
+  t.ok(second.resumed, 'the second resync says it resumed')
+  t.equal(second.differing, first.differing - 20, 'only the ranges the first one did not finish differ')
+  t.ok(first.wire.deltas + second.wire.deltas <= 1.1 * changed + MiB, `deltas of both attempts ${first.wire.deltas + second.wire.deltas} bytes for ${changed} changed`)
+  t.same(await digestOf(b), src, 'target digest equals the source digest')
+  t.equal(await stagedCount(b), 0, 'staging empty')
+  t.equal(await StagedResync.recover(b), 'none', 'marker gone')
+})
+
+t.test('a source that changed between two cut-off attempts: the third still ends equal to it', async t => {
+  const { a, b } = await divergedPair(t)
+  await resync(a, b, { rangeBytes: 256 * KiB, cutAfter: 10 })
+  // The source rewrites blocks the first attempt staged, and deletes one, before the next attempt.
+  await write(a, [
+    { type: 'put', key: block(2, 0), value: pattern(64 * KiB, 'later-0') },
+    { type: 'put', key: block(2, 7), value: pattern(64 * KiB, 'later-7') },
+    { type: 'del', key: block(3, 14) }
+  ])
+  const second = await resync(a, b, { rangeBytes: 256 * KiB, cutAfter: 5 })
+  t.ok(second.resumed && second.cut, 'second attempt resumed and was cut too')
+  await write(a, [{ type: 'put', key: block(9, 63), value: pattern(64 * KiB, 'later-9') }])
+  const third = await resync(a, b, { rangeBytes: 256 * KiB })
+  t.ok(third.resumed && !third.cut, 'third attempt resumed and committed')
+  t.same(await digestOf(b), await digestOf(a), 'target digest equals the source digest')
+})
+
+t.test('a node that becomes primary drops what an interrupted resync staged', async t => {
+  const { a, b, oldTarget } = await divergedPair(t)
+  await resync(a, b, { cutAfter: 2 })
+  t.ok(await stagedCount(b) > 0, 'ops staged')
+  t.equal(await StagedResync.abandon(b), true, 'abandon() dropped a staging')
+  t.equal(await stagedCount(b), 0, 'staging empty')
+  t.same(await digestOf(b), oldTarget, 'its own state untouched')
+  t.equal(await StagedResync.recover(b), 'none', 'marker gone')
+  t.equal(await StagedResync.abandon(b), false, 'nothing to drop the second time')
+})
+
+t.test('a first copy cut off part-way holds no volume, and the next copy sends only what is missing', async t => {
+  const [a, b0] = [await tempStore(t), await tempStore(t)]
+  await write(a, volumeOps(4, 40))
+  const src = await digestOf(a)
+  const first = await resync(a, b0, { direct: true, rangeBytes: 256 * KiB, cutAfter: 5 })
+  t.ok(first.cut, `cut after 5 of ${first.differing} ranges`)
+  t.equal(await b0.get(metaKey('counters')), undefined, 'no volume metadata among the real keys')
+  t.ok((await digestOf(b0)).entries > 0, 'the blocks copied so far are kept')
+  const b = await reopen(b0)
+  t.teardown(() => b.close())
+  t.equal(await StagedResync.recover(b), 'kept', 'recover() keeps the partial copy')
+  const second = await resync(a, b, { direct: true, rangeBytes: 256 * KiB })
+  t.ok(second.resumed, 'the second copy resumed')
+  t.equal(second.differing, first.differing - 5, 'only the ranges not yet copied differ')
+  t.ok(first.wire.deltas + second.wire.deltas < src.bytes * 1.01, `deltas of both copies ${first.wire.deltas + second.wire.deltas} bytes for ${src.bytes} bytes of state`)
+  t.same(await digestOf(b), src, 'target digest equals the source digest')
   t.equal(await stagedCount(b), 0, 'staging empty')
 })
 
-t.test('crash during a direct resync: recover() empties the state again', async t => {
-  const [a, b0] = [await tempStore(t), await tempStore(t)]
-  await write(a, volumeOps(2, 20))
-  const staged = await StagedResync.begin(b0, { seq: 3, direct: true })
-  const snap = await a.snapshot()
-  const entries: Array<[Buffer, Buffer]> = []
-  for await (const e of stateEntriesIn(a, null, null, snap)) if (entries.push(e) >= 10) break
-  await snap.close()
-  await staged.add(entries, [])
-  t.equal((await digestOf(b0)).entries, 10, 'ten entries written directly')
+t.test('a direct copy that wrote its metadata straight away (older replfs) is emptied at recovery', async t => {
+  const b0 = await tempStore(t)
+  await b0.write([
+    { type: 'put', key: localKey('resync-in-progress'), value: Buffer.from(JSON.stringify({ phase: 'direct', seq: 3, ops: [] })) },
+    { type: 'put', key: metaKey('format'), value: Buffer.from('{"formatVersion":1}') },
+    ...volumeOps(1, 2)
+  ], { sync: true })
   const b = await reopen(b0)
   t.teardown(() => b.close())
-  t.equal(await StagedResync.recover(b), 'emptied', 'recover() returns emptied')
+  t.equal(await StagedResync.recover(b), 'emptied', 'recover() empties it')
   t.equal((await digestOf(b)).entries, 0, 'state empty again')
+  const a = await tempStore(t)
+  await write(a, volumeOps(1, 2))
   const err = await StagedResync.begin(a, { seq: 1, direct: true }).then(() => null, (e: { code?: string }) => e)
   t.equal(err?.code, 'BAD_ARGUMENT', 'direct mode refuses a store that holds state')
+})
+
+t.test('a value the target holds under another key goes as a copy: a diverged snapshot beside the live layer crosses once', async t => {
+  const [a, b] = [await tempStore(t), await tempStore(t)]
+  // B (the side that yields) wrote 4 MiB of its own; A kept those values in a snapshot layer (2)
+  // beside its live layer, whose blocks there A rewrote itself.
+  const mine: BatchOp[] = []
+  const theirs: BatchOp[] = []
+  for (let i = 0; i < 64; i++) {
+    const base = blockBase(2 + (i % 4), i)
+    mine.push({ type: 'put', key: withLayer(base, LAYER), value: pattern(64 * KiB, `victim/${i}`) })
+    theirs.push({ type: 'put', key: withLayer(base, LAYER), value: pattern(64 * KiB, `survivor/${i}`) })
+    theirs.push({ type: 'put', key: withLayer(base, 2), value: pattern(64 * KiB, `victim/${i}`) })
+  }
+  await write(b, [...volumeOps(2, 8), ...mine])
+  await write(a, [...volumeOps(2, 8), ...theirs])
+  const r = await resync(a, b)
+  t.same(await digestOf(b), await digestOf(a), 'target digest equals the source digest')
+  t.equal(r.stats.puts, 128, 'both layers\' blocks put')
+  t.ok(r.wire.deltas < 4.5 * MiB, `deltas ${r.wire.deltas} bytes: the survivor's 4 MiB in full, the snapshot's 4 MiB as copies`)
+})
+
+t.test('a copy from a key the target does not hold is refused, and nothing is applied', async t => {
+  const { a, b, oldTarget } = await divergedPair(t)
+  const staged = await StagedResync.begin(b, { seq: 7 })
+  const view = await b.snapshot()
+  const err = await staged.add({ puts: [], dels: [], copies: [[block(2, 1), block(77, 77)]] }, view).then(() => null, (e: { code?: string }) => e)
+  await view.close()
+  t.equal(err?.code, 'RECORD_INVALID', 'RECORD_INVALID')
+  t.equal(await stagedCount(b), 0, 'nothing staged')
+  t.same(await digestOf(b), oldTarget, 'state unchanged')
+  const again = await resync(a, b)
+  t.same(await digestOf(b), again.expected, 'a later resync still succeeds')
 })
 
 t.test('decoders reject truncated, garbage and malformed bodies with FRAME_INVALID', async t => {
@@ -307,7 +391,7 @@ t.test('decoders reject truncated, garbage and malformed bodies with FRAME_INVAL
     { end: null, digest: Buffer.alloc(16, 2), entries: 300 }
   ]
   const keys: RangeKeys = { index: 5, keys: [{ key: Buffer.from('b1'), hash: Buffer.alloc(8, 3) }, { key: Buffer.from('b2'), hash: Buffer.alloc(8, 4) }] }
-  const delta = { puts: [[Buffer.from('b1'), Buffer.from('value')]] as Array<[Buffer, Buffer]>, dels: [Buffer.from('d9')] }
+  const delta = { puts: [[Buffer.from('b1'), Buffer.from('value')]] as Array<[Buffer, Buffer]>, dels: [Buffer.from('d9')], copies: [[Buffer.from('b3'), Buffer.from('b2')]] as Array<[Buffer, Buffer]> }
   const cases: Array<[string, Buffer, (b: Buffer) => unknown]> = [
     ['summaries', encodeSummaries(ranges)[0], decodeSummaries],
     ['range keys', encodeRangeKeys(keys)[0], decodeRangeKeys],
@@ -345,7 +429,7 @@ t.test('decoders reject truncated, garbage and malformed bodies with FRAME_INVAL
   t.equal(rejects(() => appendSummaries([], decodeSummaries(notLast[1]))), 'FRAME_INVALID', 'a chunk out of sequence is rejected')
   const varint = Buffer.from(cases[1][1]); varint.fill(0x80, 6, 12)
   t.equal(rejects(() => decodeRangeKeys(varint)), 'FRAME_INVALID', 'an endless varint is rejected')
-  const oversize = rejects(() => encodeRangeDelta(0, { puts: [[Buffer.from('b'), Buffer.alloc(200)]], dels: [] }, 100))
+  const oversize = rejects(() => encodeRangeDelta(0, { puts: [[Buffer.from('b'), Buffer.alloc(200)]], dels: [], copies: [] }, 100))
   t.equal(oversize, 'BAD_ARGUMENT', 'an op bigger than a body cannot be encoded')
 })
 
