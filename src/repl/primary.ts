@@ -11,6 +11,7 @@ import type { SplitBrainPolicy } from './generations.js'
 import { type Negotiated, type PeerError, PeerRefusal, RoleHandover, describeError, dialerHandshake, listenerHandshake, type StartFrame, peerError, refuse } from './handshake.js'
 import type { NodeGenerations } from './node-state.js'
 import { LatencySamples } from './latency.js'
+import { VerifyRequests } from './verify-requests.js'
 
 export type ReplicationMode = 'sync' | 'async'
 
@@ -28,8 +29,6 @@ export interface PrimaryOptions {
 }
 
 export interface VerifyResult { seq: number, identical: boolean, primary: StateDigest, secondary: StateDigest }
-
-interface PendingVerify { id: number, seq: number, resolve: (d: StateDigest) => void, reject: (e: Error) => void }
 
 /** How much of the journal one read hands the socket. */
 const READ_BYTES = 1 << 20
@@ -55,8 +54,7 @@ export class ReplicationPrimary {
   bytesOut = 0
   private session: { ch: FrameChannel, done: Promise<void> } | null = null
   private gateWaiters: Array<{ seq: number, resolve: () => void }> = []
-  private verifies: PendingVerify[] = []
-  private verifyId = 0
+  private readonly verifies = new VerifyRequests()
   private wake: (() => void) | null = null
   /** Commit times of not-yet-acknowledged records, sampled, for lag in seconds and ack latency. */
   private readonly pendingTimes: Array<[number, number, boolean]> = []
@@ -159,7 +157,7 @@ export class ReplicationPrimary {
       this.session = null
       this.phase = 'disconnected'
       if (performance.now() >= this.holdUntil) this.releaseWaiters()
-      for (const v of this.verifies.splice(0)) v.reject(new ReplfsError('PEER_REFUSED', 'connection to the secondary ended during verify'))
+      this.verifies.failAll()
       if (streamed) this.startAlone()
     }
   }
@@ -255,14 +253,14 @@ export class ReplicationPrimary {
     const reader = journal.reader(next)
     try {
       while (!ch.stream.destroyed) {
-        this.sendVerifies(ch, next - 1)
+        this.verifies.sendDue(ch, next - 1, this.sentSeq)
         const entries = await reader.next(READ_BYTES, log.committedSeq)
         if (entries.length === 0) {
           await this.idle(ch, next)
           continue
         }
         for (const e of entries) {
-          this.sendVerifies(ch, e.seq - 1)
+          this.verifies.sendDue(ch, e.seq - 1, this.sentSeq)
           if (!ch.send('RECORD', encodeRecordFrame(e.seq, e.record, e.crc))) await ch.drained()
           this.sentSeq = e.seq
         }
@@ -275,17 +273,8 @@ export class ReplicationPrimary {
 
   /** Waits for a new committed record, a verify request, or the end of the connection. */
   private async idle (ch: FrameChannel, next: number): Promise<void> {
-    if (this.opts.log.committedSeq >= next || this.verifies.some(v => v.seq < next && v.id > 0)) return
+    if (this.opts.log.committedSeq >= next || this.verifies.due(next)) return
     await Promise.race([new Promise<void>(resolve => { this.wake = resolve }), ch.closed]).finally(() => { this.wake = null })
-  }
-
-  private sendVerifies (ch: FrameChannel, upTo: number): void {
-    for (const v of this.verifies) {
-      if (v.id > 0 && v.seq <= upTo && v.seq <= this.sentSeq) {
-        ch.sendJson('VERIFY_REQ', { id: v.id, seq: v.seq })
-        v.id = -v.id
-      }
-    }
   }
 
   private async readLoop (ch: FrameChannel): Promise<void> {
@@ -301,14 +290,7 @@ export class ReplicationPrimary {
           this.acked(seq)
           break
         }
-        case 'VERIFY_RES': {
-          const r = parseJsonBody<{ id: number } & StateDigest>(f)
-          const i = this.verifies.findIndex(v => v.id === -r.id)
-          if (i < 0) refuse(ch, 'BAD_FRAME', `VERIFY_RES for unknown request ${String(r.id)}`)
-          const [v] = this.verifies.splice(i, 1)
-          v.resolve({ digest: String(r.digest), entries: Number(r.entries), bytes: Number(r.bytes) })
-          break
-        }
+        case 'VERIFY_RES': this.verifies.answer(ch, f); break
         case 'SWITCHOVER': {
           const { seq } = parseJsonBody<{ seq: number }>(f)
           if (this.handOffDone === null || !Number.isSafeInteger(seq)) refuse(ch, 'BAD_FRAME', 'SWITCHOVER answer nobody asked for')
@@ -363,11 +345,8 @@ export class ReplicationPrimary {
     }
     const { log } = this.opts
     const { seq, snap } = await log.snapshotAt()
-    const theirs = new Promise<StateDigest>((resolve, reject) => {
-      this.verifies.push({ id: ++this.verifyId, seq, resolve, reject })
-      this.wake?.()
-    })
-    theirs.catch(() => {})
+    const theirs = this.verifies.add(seq)
+    this.wake?.()
     let ours: StateDigest
     try {
       ours = await digestAt(log.state.store, snap)
