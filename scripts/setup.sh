@@ -9,6 +9,8 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# node-gyp builds the addons with it; the sd_notify tests bind their datagram socket with it.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v attr >/dev/null 2>&1 || command -v getfattr >/dev/null 2>&1 || need_apt+=(attr)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"

@@ -30,7 +30,7 @@ export function fsError (code: ErrnoName, message?: string): FsError {
 export type ReplfsErrorCode =
   | 'STORE_LOCKED' | 'STORE_MISSING' | 'STORE_EXISTS' | 'STORE_CORRUPT' | 'STORE_FORMAT'
   | 'MOUNTPOINT_INVALID' | 'MOUNTPOINT_BUSY' | 'MOUNT_FAILED' | 'NOT_MOUNTED' | 'BAD_ARGUMENT'
-  | 'FSCK_FAILED' | 'RECORD_INVALID' | 'DISK_FULL' | 'FRAME_INVALID' | 'PEER_REFUSED' | 'AUTH_FAILED' | 'JOURNAL_SEQUENCE' | 'JOURNAL_TRIMMED' | 'SNAPSHOT_EXISTS' | 'SNAPSHOT_MISSING'
+  | 'FSCK_FAILED' | 'RECORD_INVALID' | 'DISK_FULL' | 'FRAME_INVALID' | 'PEER_REFUSED' | 'AUTH_FAILED' | 'JOURNAL_SEQUENCE' | 'JOURNAL_TRIMMED' | 'SNAPSHOT_EXISTS' | 'SNAPSHOT_MISSING' | 'CONTROL_DENIED'
 
 /** An operational error with a message for people and, where one exists, a hint naming the fix. */
 export class ReplfsError extends Error {

@@ -1,10 +1,14 @@
 import type { Server } from 'node:net'
+import type { Server as HttpServer } from 'node:http'
+import { basename } from 'node:path'
 import { rmSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
 import { FuseMount, isMounted } from '../fuse/mount.js'
 import type { Volume } from '../fs/volume.js'
-import { controlSocketPath, serveControl } from './control.js'
+import { type ControlGroup, controlSocketPath, serveControl } from './control.js'
+import { serveMetrics } from './metrics.js'
+import { type Endpoint, formatEndpoint } from '../net/transport.js'
 import { defaultSizeLimit, makeVolume, openVolume, type OpenedVolume } from './open-volume.js'
 import { type ReplicationConfig, VolumeReplication } from './replication.js'
 
@@ -16,6 +20,12 @@ export interface MountDaemonOptions {
   allowOther?: boolean
   attrTimeout?: number
   replication?: ReplicationConfig
+  /** Members of this group may use the control socket too (else only root and this process's user). */
+  controlGroup?: ControlGroup
+  /** Serve Prometheus metrics here (metrics.ts); `volume` labels them (default: the mount point's name). */
+  metrics?: { at: Endpoint, volume?: string }
+  /** Called once as the stop begins, whatever asked for it (systemd's STOPPING=1). */
+  onStopping?: () => void
   logger: Logger
 }
 
@@ -29,6 +39,7 @@ export class MountDaemon {
   private vol!: Volume
   private fuse!: FuseMount
   private control: Server | null = null
+  private metrics: HttpServer | null = null
   private repl: VolumeReplication | null = null
   private watch: NodeJS.Timeout | null = null
   private stopping: Promise<void> | null = null
@@ -56,6 +67,18 @@ export class MountDaemon {
           setWritable: w => this.setWritable(w)
         }, this.log, { fresh: this.opened.created === true })
       }
+      // Before the mount: an address that cannot be served fails the start with nothing to undo but the store.
+      if (this.opts.metrics !== undefined) {
+        this.metrics = (await serveMetrics(this.opts.metrics.at, {
+          volume: this.opts.metrics.volume ?? basename(this.opts.mountpoint),
+          peer: this.opts.replication === undefined ? null : formatEndpoint(this.opts.replication.peer),
+          status: () => this.status(),
+          snapshots: async o => await this.vol.listSnapshots(o),
+          fuseOps: () => this.fuse?.opCounts ?? new Map(),
+          fuseErrors: () => this.fuse?.errorCounts ?? new Map(),
+          log: this.opened.log
+        }, this.log)).server
+      }
       // A secondary's orphans are freed by the primary's purge records, never on its own.
       if (!this.vol.readOnly) await this.housekeeping()
       this.fuse = new FuseMount(this.opts.mountpoint, this.vol, {
@@ -63,12 +86,13 @@ export class MountDaemon {
       })
       await this.fuse.mount()
     } catch (err) {
+      this.metrics?.close()
       await this.repl?.stop().catch(() => {})
       await this.repl?.closeJournal().catch(() => {})
       await this.opened.store.close().catch(() => {})
       throw err
     }
-    this.control = await serveControl(controlSocketPath(this.opts.mountpoint), async req => await this.command(req), this.log)
+    this.control = await serveControl(controlSocketPath(this.opts.mountpoint), async req => await this.command(req), this.log, { group: this.opts.controlGroup })
     // If someone runs fusermount -u behind our back, close the store cleanly anyway.
     this.watch = setInterval(() => {
       if (!isMounted(this.opts.mountpoint)) {
@@ -166,7 +190,10 @@ export class MountDaemon {
   stop (): Promise<void> {
     if (this.stopping !== null) return this.stopping
     this.stopping = (async () => {
+      try { this.opts.onStopping?.() } catch (err) { this.log.warn({ err }, 'stop notification failed') }
       if (this.watch !== null) clearInterval(this.watch)
+      this.metrics?.close()
+      this.metrics?.closeAllConnections()
       this.control?.close()
       rmSync(controlSocketPath(this.opts.mountpoint), { force: true })
       try {

@@ -5,6 +5,7 @@ import type { Logger } from 'pino'
 import { Fuse } from '../fuse/mount.js'
 import { JournalFile } from '../log/journal-file.js'
 import { ReplfsError } from '../errors.js'
+import type { AdmissionOptions } from '../net/admission.js'
 import { type Endpoint, type TlsFiles, type TlsMaterial, Redialer, formatEndpoint, listen, loadTls } from '../net/transport.js'
 import type { ChannelOptions } from '../repl/channel.js'
 import type { SplitBrainPolicy } from '../repl/generations.js'
@@ -29,6 +30,8 @@ export interface ReplicationConfig {
   policy?: SplitBrainPolicy
   /** Start as a writable primary without waiting for the peer's word (mount --force). */
   force?: boolean
+  /** Bounds on connections that have not authenticated yet (net/admission.ts). */
+  admission?: Partial<AdmissionOptions>
 }
 
 /** What the replication side needs of the mounted volume above it. */
@@ -81,7 +84,7 @@ export class VolumeReplication {
     this.tls = c.tls === null ? null : await loadTls(c.tls)
     this.server = await listen(c.listen, this.tls, (s, peer) => this.inbound(s, peer), this.log, err => {
       this.current()?.noteError(Object.assign(new Error(`TLS handshake with a connecting peer failed: ${err.message}`), { code: 'AUTH_FAILED' }))
-    })
+    }, c.admission)
     if (this.node.role === 'primary') this.becomePrimary()
     else this.becomeSecondary()
     if (this.node.fenced) this.log.warn('this primary restarted: it takes no writes until its peer confirms it holds nothing newer (or: replfs promote --force)')

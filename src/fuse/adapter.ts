@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { constants } from 'node:os'
 import { FsError, fsError, toErrno } from '../errors.js'
 import type { Caller, Stat, Volume } from '../fs/volume.js'
 
@@ -16,12 +17,19 @@ type Cb = (code: number, ...rest: unknown[]) => void
  * Maps kernel calls (fuse-native's path-based ops) to Volume methods, and errors to errno.
  * Unexpected errors are logged here, once, and reach the application as EIO.
  */
-export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logger: Logger, counts?: Map<string, number>): Record<string, unknown> {
+export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logger: Logger, counts?: Map<string, number>, errors?: Map<string, Map<string, number>>): Record<string, unknown> {
   const log = logger.child({ component: 'fuse' })
 
   function fail (op: string, cb: Cb, err: unknown, ...defaults: unknown[]): void {
     if (!(err instanceof FsError)) log.error({ err, op }, 'operation failed unexpectedly')
-    cb(toErrno(err), ...defaults)
+    const errno = toErrno(err)
+    if (errors !== undefined) {
+      const name = err instanceof FsError ? err.code : ERRNO_NAMES.get(-errno) ?? String(-errno)
+      let byErrno = errors.get(op)
+      if (byErrno === undefined) errors.set(op, byErrno = new Map())
+      byErrno.set(name, (byErrno.get(name) ?? 0) + 1)
+    }
+    cb(errno, ...defaults)
   }
 
   /** Runs an async op and answers the kernel with its result (or its errno). */
@@ -116,6 +124,8 @@ export function fuseOps (vol: Volume, fuse: FuseBinding, caller: ContextOf, logg
   }
   return ops
 }
+
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]))
 
 function toFuseStat (s: Stat): Record<string, unknown> {
   return {

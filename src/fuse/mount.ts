@@ -121,13 +121,15 @@ export class FuseMount {
   private fuse: FuseCtor | null = null
   /** Kernel requests that reached JavaScript, by operation, since the mount. */
   readonly opCounts = new Map<string, number>()
+  /** Failed calls by op and errno name (the metrics' replfs_fuse_errors_total). */
+  readonly errorCounts = new Map<string, Map<string, number>>()
   constructor (readonly mountpoint: string, private readonly vol: Volume, private readonly opts: MountOptions) {}
 
   async mount (): Promise<void> {
     const log = this.opts.logger
     await prepareMountpoint(this.mountpoint, log)
     tuneMalloc(log)
-    const ops = fuseOps(this.vol, Fuse, () => this.caller(), log, this.opCounts)
+    const ops = fuseOps(this.vol, Fuse, () => this.caller(), log, this.opCounts, this.errorCounts)
     const fuse = new Fuse(this.mountpoint, ops, {
       // The kernel checks permissions from our modes and owners, exactly as for ext4.
       defaultPermissions: true,

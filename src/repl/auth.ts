@@ -1,21 +1,27 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { open } from 'node:fs/promises'
 import { ReplfsError } from '../errors.js'
 
 /**
- * Primitives for mutual authentication over a shared secret: each side sends a fresh nonce and
- * proves knowledge of the secret with an HMAC over both nonces, both roles and the volume. The
- * secret never crosses the wire; a proof is useless on another connection (fresh nonces), when
- * sent back to its author (roles), or against another volume.
+ * Primitives for mutual authentication over a shared secret. Each side sends a fresh nonce in its
+ * HELLO; the dialer proves first, then the listener, each with an HMAC over both HELLO frames
+ * exactly as they crossed the wire and its own side of the connection. The secret never crosses
+ * the wire; a proof is useless on another connection (fresh nonces), when sent back to its author
+ * (sides), or with anything either HELLO said changed in transit (volume, roles, protocol).
  */
 
-export const PROTOCOL_MIN = 2
-export const PROTOCOL_MAX = 2
+export const PROTOCOL_MIN = 3
+export const PROTOCOL_MAX = 3
 
 export type Role = 'primary' | 'secondary'
+/** Which end of the connection a proof comes from. */
+export type Side = 'dialer' | 'listener'
+
+/** What a proof is bound to: the bodies of both HELLO frames, byte for byte. */
+export interface Transcript { dialerHello: Buffer, listenerHello: Buffer }
 
 const MIN_SECRET_BYTES = 16
-const DOMAIN = 'replfs-auth-v1'
+const DOMAIN = 'replfs-auth-v3'
 const NONCE_RE = /^[0-9a-f]{64}$/
 const PROOF_RE = /^[0-9a-f]{64}$/
 
@@ -64,20 +70,23 @@ export function isNonce (x: unknown): x is string {
 }
 
 /**
- * Proof that the sender knows the secret. role is the prover's role. The canonical string is a
- * JSON array so no choice of field values can make two different inputs collide.
+ * Proof that the sender, on `side` of the connection, knows the secret. The canonical string is a
+ * JSON array of fixed-length digests, so no choice of HELLO contents can make two inputs collide.
  */
-export function proof (secret: Buffer, role: Role, myNonce: string, theirNonce: string, volumeId: string): string {
-  const verifier: Role = role === 'primary' ? 'secondary' : 'primary'
-  const canonical = JSON.stringify([DOMAIN, role, verifier, myNonce, theirNonce, volumeId])
+export function proof (secret: Buffer, side: Side, t: Transcript): string {
+  const canonical = JSON.stringify([DOMAIN, side, sha256(t.dialerHello), sha256(t.listenerHello)])
   return createHmac('sha256', secret).update(canonical, 'utf8').digest('hex')
 }
 
-/** Checks a peer's proof in constant time; anything that is not a 64-char lowercase hex string fails. */
-export function checkProof (secret: Buffer, role: Role, proverNonce: string, verifierNonce: string, volumeId: string, given: unknown): boolean {
+/** Checks a proof from `side` in constant time; anything that is not a 64-char lowercase hex string fails. */
+export function checkProof (secret: Buffer, side: Side, t: Transcript, given: unknown): boolean {
   if (typeof given !== 'string' || !PROOF_RE.test(given)) return false
-  const expected = Buffer.from(proof(secret, role, proverNonce, verifierNonce, volumeId), 'hex')
+  const expected = Buffer.from(proof(secret, side, t), 'hex')
   return timingSafeEqual(expected, Buffer.from(given, 'hex'))
+}
+
+function sha256 (b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex')
 }
 
 /** The highest protocol version both sides speak, or null when the ranges do not overlap. */

@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream'
 import { ReplfsError } from '../errors.js'
-import { type Frame, FrameDecoder, type FrameTypeName, encodeFrame, encodeJsonFrame } from './frames.js'
+import { type Frame, FrameDecoder, type FrameTypeName, MAX_FRAME_BODY, encodeFrame, encodeJsonFrame } from './frames.js'
 
 export interface ChannelOptions {
   /** Drop the connection when nothing arrives for this long (the peer sends pings when idle). */
@@ -44,6 +44,14 @@ export class FrameChannel {
   }
 
   get bytesIn (): number { return this.decoder.bytesIn }
+
+  /**
+   * The largest frame body accepted from here on: the handshake keeps it small until the peer
+   * has authenticated; null goes back to the channel's own limit.
+   */
+  limitFrames (maxBody: number | null): void {
+    this.decoder.maxBody = maxBody ?? this.opts.maxFrameBody ?? MAX_FRAME_BODY
+  }
 
   /** The next frame; null when the peer closed the stream cleanly. Throws on malformed input. */
   async next (): Promise<Frame | null> {

@@ -113,7 +113,8 @@ export function decodeRecordFrame (body: Buffer, frameCrc?: number): { seq: numb
  * the decoder is unusable: the caller drops the connection.
  */
 export class FrameDecoder {
-  readonly maxBody: number
+  /** May be changed between pushes: a header is checked against the limit when it is complete. */
+  maxBody: number
   /** Total bytes ever pushed. */
   bytesIn = 0
   private chunks: Buffer[] = []

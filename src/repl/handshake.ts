@@ -1,35 +1,42 @@
 import { ReplfsError } from '../errors.js'
+import { markAuthenticated } from '../net/admission.js'
 import { PROTOCOL_MAX, PROTOCOL_MIN, type Role, checkProof, isNonce, newNonce, pickProtocol, proof } from './auth.js'
 import type { FrameChannel } from './channel.js'
 import { type Decision, type Generation, HISTORY_MAX, type NodeView, SPLIT_BRAIN_POLICIES, decide } from './generations.js'
 import { type Frame, type FrameTypeName, parseJsonBody } from './frames.js'
 
 /**
- * Connection setup. A primary dials (a restarted, fenced one too); both sides prove they hold the
- * shared secret (each signs both nonces, its side of the connection and the volume id, so a proof
- * cannot be replayed or reflected), then both tell their role, generations and seq, and each
- * decides on its own, with the same pure function (generations.ts), who sends from where.
+ * Connection setup. A primary dials (a restarted, fenced one too). Both sides prove they hold
+ * the shared secret, the dialer first: the listener proves nothing to a peer that has not
+ * proven itself, and each proof signs both HELLO frames as sent and its side of the connection,
+ * so it cannot be replayed, reflected, or relayed with either HELLO altered (auth.ts). Then both
+ * tell their role, generations and seq, and each decides on its own, with the same pure
+ * function (generations.ts), who sends from where.
  *
- *   dialer   -> HELLO {protocols, role, volumeId, nonce, auth}
- *   listener -> HELLO {protocol, role, volumeId|null, nonce, proof}
- *   dialer   -> AUTH  {proof}
+ *   dialer   -> HELLO {protocolMin, protocolMax, role, volumeId, nonce, auth}
+ *   listener -> HELLO {protocol, role, volumeId|null, nonce, auth}
+ *   dialer   -> AUTH  {proof}          (with a secret on both sides; else no AUTH frames)
+ *   listener -> AUTH  {proof}
  *   dialer   -> STATE {role, fenced, history, seq, crc, policy}
  *   listener -> STATE {...}
  *   source   -> START {mode: resume|diff, from, sync, primarySeq, history, diverged}
  *
- * Either side may answer ERROR {code, message} instead and close: that is how a refused peer
- * learns why.
+ * Until the peer has authenticated, frames are limited to HANDSHAKE_MAX_FRAME bytes. Either side
+ * may answer ERROR {code, message} instead and close: that is how a refused peer learns why.
  */
 
+/** Largest frame body taken from a peer that has not authenticated: HELLO, AUTH and ERROR are tiny. */
+export const HANDSHAKE_MAX_FRAME = 4096
+
 interface HelloFromDialer { protocolMin: number, protocolMax: number, role: Role, volumeId: string, nonce: string, auth: boolean }
-interface HelloFromListener { protocol: number, role: Role, volumeId: string | null, nonce: string, auth: boolean, proof: string | null }
+interface HelloFromListener { protocol: number, role: Role, volumeId: string | null, nonce: string, auth: boolean }
 export interface StartFrame { mode: 'resume' | 'diff', from: number, sync: boolean, primarySeq: number, history: Generation[], diverged: boolean }
 
 /** What a side says of itself once authenticated: its generations and where its records end. */
 export interface PeerState extends NodeView { volumeId: string | null, crc: number | null }
 
 /** Refusals both sides log and show in `status`: the code says what an operator must fix. */
-export type RefusalCode = 'AUTH_FAILED' | 'VOLUME_MISMATCH' | 'PROTOCOL' | 'ROLE_CONFLICT' | 'SPLIT_BRAIN' | 'PEER_NEWER' | 'NO_VOLUME' | 'BAD_FRAME' | 'APPLY_FAILED'
+export type RefusalCode = 'AUTH_FAILED' | 'VOLUME_MISMATCH' | 'PROTOCOL' | 'ROLE_CONFLICT' | 'SPLIT_BRAIN' | 'PEER_NEWER' | 'NO_VOLUME' | 'BAD_FRAME' | 'APPLY_FAILED' | 'DISK_FULL'
 
 export class PeerRefusal extends ReplfsError {
   constructor (readonly refusal: RefusalCode, message: string, readonly byPeer: boolean) {
@@ -75,8 +82,9 @@ export interface Negotiated { protocol: number, peer: PeerState, decision: Decis
 
 /** The dialing side. `view` is asked once the peer has proven itself. */
 export async function dialerHandshake (ch: FrameChannel, me: { volumeId: string, secret: Buffer | null, view: () => Promise<PeerState> }): Promise<Negotiated> {
-  const nonce = newNonce()
-  ch.sendJson('HELLO', { protocolMin: PROTOCOL_MIN, protocolMax: PROTOCOL_MAX, role: 'primary', volumeId: me.volumeId, nonce, auth: me.secret !== null } satisfies HelloFromDialer)
+  ch.limitFrames(HANDSHAKE_MAX_FRAME)
+  const dialerHello = jsonBody({ protocolMin: PROTOCOL_MIN, protocolMax: PROTOCOL_MAX, role: 'primary', volumeId: me.volumeId, nonce: newNonce(), auth: me.secret !== null } satisfies HelloFromDialer)
+  ch.send('HELLO', dialerHello)
   const helloFrame = await expectFrame(ch, 'HELLO').catch((err: Error) => {
     if (err instanceof PeerRefusal) throw err
     throw new ReplfsError('PEER_REFUSED', `the peer closed the connection before answering (${err.message}): a TLS certificate it does not accept, TLS on one side only, or not a replfs node`, { cause: err })
@@ -86,10 +94,13 @@ export async function dialerHandshake (ch: FrameChannel, me: { volumeId: string,
   if (!isNonce(hello.nonce)) refuse(ch, 'BAD_FRAME', 'HELLO without a nonce')
   if (hello.volumeId !== null && hello.volumeId !== me.volumeId) refuse(ch, 'VOLUME_MISMATCH', `the peer holds volume ${String(hello.volumeId)}, this is ${me.volumeId}`)
   if ((me.secret !== null) !== (hello.auth === true)) refuse(ch, 'AUTH_FAILED', me.secret === null ? 'the peer requires a shared secret; this node runs --insecure' : 'the peer runs --insecure; this node requires a shared secret')
-  if (me.secret !== null && !checkProof(me.secret, 'secondary', hello.nonce, nonce, me.volumeId, hello.proof)) {
-    refuse(ch, 'AUTH_FAILED', 'the peer does not know the shared secret')
+  if (me.secret !== null) {
+    const transcript = { dialerHello, listenerHello: Buffer.from(helloFrame.body) }
+    ch.sendJson('AUTH', { proof: proof(me.secret, 'dialer', transcript) })
+    const auth = parseJsonBody<{ proof: unknown }>(await expectFrame(ch, 'AUTH'))
+    if (!checkProof(me.secret, 'listener', transcript, auth.proof)) refuse(ch, 'AUTH_FAILED', 'the peer does not know the shared secret')
   }
-  ch.sendJson('AUTH', { proof: me.secret === null ? null : proof(me.secret, 'primary', nonce, hello.nonce, me.volumeId) })
+  authenticated(ch)
   const mine = await me.view()
   ch.sendJson('STATE', mine)
   const peer = parseState(ch, await expectFrame(ch, 'STATE'), me.volumeId)
@@ -97,35 +108,49 @@ export async function dialerHandshake (ch: FrameChannel, me: { volumeId: string,
 }
 
 /**
- * The listening side. `view` runs once the dialer has proven itself (so an unauthenticated
- * connection can never displace a working one) and says where this side stands.
+ * The listening side. It proves itself only once the dialer has, and `view` runs only then too
+ * (so an unauthenticated connection can never displace a working one); it says where this side stands.
  */
 export async function listenerHandshake (
   ch: FrameChannel,
   me: { volumeId: () => string | null, secret: Buffer | null, view: () => Promise<PeerState> }
 ): Promise<Negotiated> {
-  const hello = parseJsonBody<HelloFromDialer>(await expectFrame(ch, 'HELLO'))
+  ch.limitFrames(HANDSHAKE_MAX_FRAME)
+  const helloFrame = await expectFrame(ch, 'HELLO')
+  const hello = parseJsonBody<HelloFromDialer>(helloFrame)
   const volumeId = me.volumeId()
   const protocol = pickProtocol(Number(hello.protocolMin), Number(hello.protocolMax))
-  if (protocol === null) refuse(ch, 'PROTOCOL', `peer speaks protocol ${String(hello.protocolMin)}..${String(hello.protocolMax)}, this replfs ${PROTOCOL_MIN}..${PROTOCOL_MAX}`)
+  if (protocol === null) {
+    refuse(ch, 'PROTOCOL', `peer speaks protocol ${String(hello.protocolMin)}..${String(hello.protocolMax)}, this replfs ${PROTOCOL_MIN}..${PROTOCOL_MAX}: run the same replfs release on both nodes`)
+  }
   if (!isNonce(hello.nonce) || !str(hello.volumeId)) refuse(ch, 'BAD_FRAME', 'HELLO without nonce or volume id')
   // Only a primary dials: a fenced one too, to learn whether its peer is newer.
   if (hello.role !== 'primary') refuse(ch, 'ROLE_CONFLICT', `the connecting peer is ${String(hello.role)}, not primary`)
   if (volumeId !== null && hello.volumeId !== volumeId) refuse(ch, 'VOLUME_MISMATCH', `the primary serves volume ${hello.volumeId}, this store holds ${volumeId}`)
   if ((me.secret !== null) !== (hello.auth === true)) refuse(ch, 'AUTH_FAILED', me.secret === null ? 'the primary requires a shared secret; this node runs --insecure' : 'the primary runs --insecure; this node requires a shared secret')
-  const nonce = newNonce()
-  ch.sendJson('HELLO', {
-    protocol, role: 'secondary', volumeId, nonce, auth: me.secret !== null,
-    proof: me.secret === null ? null : proof(me.secret, 'secondary', nonce, hello.nonce, hello.volumeId)
-  } satisfies HelloFromListener)
-  const auth = parseJsonBody<{ proof: unknown }>(await expectFrame(ch, 'AUTH'))
-  if (me.secret !== null && !checkProof(me.secret, 'primary', hello.nonce, nonce, hello.volumeId, auth.proof)) {
-    refuse(ch, 'AUTH_FAILED', 'the primary does not know the shared secret')
+  const listenerHello = jsonBody({ protocol, role: 'secondary', volumeId, nonce: newNonce(), auth: me.secret !== null } satisfies HelloFromListener)
+  ch.send('HELLO', listenerHello)
+  if (me.secret !== null) {
+    const transcript = { dialerHello: Buffer.from(helloFrame.body), listenerHello }
+    const auth = parseJsonBody<{ proof: unknown }>(await expectFrame(ch, 'AUTH'))
+    if (!checkProof(me.secret, 'dialer', transcript, auth.proof)) refuse(ch, 'AUTH_FAILED', 'the primary does not know the shared secret')
+    ch.sendJson('AUTH', { proof: proof(me.secret, 'listener', transcript) })
   }
+  authenticated(ch)
   const peer = parseState(ch, await expectFrame(ch, 'STATE'), hello.volumeId)
   const mine = await me.view()
   ch.sendJson('STATE', mine)
   return { protocol, peer, decision: decide(mine, peer) }
+}
+
+/** The peer has proven itself: full-size frames from here on, and its connection leaves the admission cap. */
+function authenticated (ch: FrameChannel): void {
+  ch.limitFrames(null)
+  markAuthenticated(ch.stream)
+}
+
+function jsonBody (value: object): Buffer {
+  return Buffer.from(JSON.stringify(value), 'utf8')
 }
 
 /** Checks a peer's STATE field by field: it drives who overwrites whom, so nothing is taken on trust. */

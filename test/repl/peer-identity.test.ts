@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { newNonce } from '../../src/repl/auth.js'
+import { PROTOCOL_MAX, newNonce } from '../../src/repl/auth.js'
 import { FrameChannel } from '../../src/repl/channel.js'
 import { type Frame, parseJsonBody } from '../../src/repl/frames.js'
 import { stateDump } from '../helpers/volume.js'
@@ -105,7 +105,11 @@ async function craftedSecondary (p: PrimaryNode, hello: (primaryHello: Record<st
 
 // What each side's lastError message matches, and what that shows.
 interface Says { primary: readonly [RegExp, string], secondary: readonly [RegExp, string] }
-const secretMismatch: Says = { primary: [/does not know the shared secret/, 'the primary says the peer lacks the secret'], secondary: [/peer refused/, 'the secondary says it was refused'] }
+// The primary proves first, so the secondary is the one that finds a wrong secret, and says so to the primary.
+const secretMismatch: Says = {
+  primary: [/^peer refused: the primary does not know the shared secret/, 'the primary shows the secondary\'s reason'],
+  secondary: [/^the primary does not know the shared secret/, 'the secondary says the primary did not prove it holds the secret']
+}
 const insecure = (message: RegExp): Says => ({ primary: [message, 'the primary shows the secondary\'s reason'], secondary: [message, 'the secondary says which side is --insecure'] })
 
 for (const [name, pSecret, sSecret, says] of [
@@ -130,7 +134,7 @@ t.test('a primary whose AUTH proof is wrong is refused by the secondary with AUT
   const s = await makeSecondary(t)
   const before = await snapshotOf(s)
   const { frames, served } = await craftedPrimary(s,
-    { protocolMin: 2, protocolMax: 2, role: 'primary', volumeId: p.state.format!.volumeId, nonce: newNonce(), auth: true },
+    { protocolMin: PROTOCOL_MAX, protocolMax: PROTOCOL_MAX, role: 'primary', volumeId: p.state.format!.volumeId, nonce: newNonce(), auth: true },
     { proof: 'ab'.repeat(32) })
   t.same(frames.map(f => f.type), ['HELLO', 'ERROR'], 'the secondary said HELLO, then refused')
   t.equal(errorOf(frames)?.code, 'AUTH_FAILED', 'the crafted primary is told AUTH_FAILED')
@@ -164,7 +168,7 @@ t.test('a secondary holding another volume is refused with VOLUME_MISMATCH on bo
 
 t.test('a secondary HELLO naming another volume is refused by the primary with VOLUME_MISMATCH', async t => {
   const p = await primaryWithData(t)
-  const { frames, served } = await craftedSecondary(p, () => ({ protocol: 2, role: 'secondary', volumeId: 'some-other-volume', nonce: newNonce(), auth: true, proof: null }))
+  const { frames, served } = await craftedSecondary(p, () => ({ protocol: PROTOCOL_MAX, role: 'secondary', volumeId: 'some-other-volume', nonce: newNonce(), auth: true }))
   t.equal(errorOf(frames)?.code, 'VOLUME_MISMATCH', 'the crafted secondary is told VOLUME_MISMATCH')
   t.equal((served as { refusal?: string }).refusal, 'VOLUME_MISMATCH')
   t.equal(lastError(p)?.code, 'VOLUME_MISMATCH')
@@ -186,7 +190,7 @@ t.test('a HELLO offering protocols 7..9 is refused by the secondary with PROTOCO
 
 t.test('a secondary choosing protocol 7 is refused by the primary with PROTOCOL', async t => {
   const p = await primaryWithData(t)
-  const { frames, served } = await craftedSecondary(p, () => ({ protocol: 7, role: 'secondary', volumeId: null, nonce: newNonce(), auth: true, proof: null }))
+  const { frames, served } = await craftedSecondary(p, () => ({ protocol: 7, role: 'secondary', volumeId: null, nonce: newNonce(), auth: true }))
   t.equal(errorOf(frames)?.code, 'PROTOCOL', 'the crafted secondary is told PROTOCOL')
   t.equal((served as { refusal?: string }).refusal, 'PROTOCOL')
   t.equal(lastError(p)?.code, 'PROTOCOL')
@@ -195,8 +199,120 @@ t.test('a secondary choosing protocol 7 is refused by the primary with PROTOCOL'
 
 t.test('a HELLO from a peer claiming to be secondary (two secondaries) is refused with ROLE_CONFLICT', async t => {
   const s = await makeSecondary(t)
-  const { frames } = await craftedPrimary(s, { protocolMin: 2, protocolMax: 2, role: 'secondary', volumeId: 'x', nonce: newNonce(), auth: true })
+  const { frames } = await craftedPrimary(s, { protocolMin: PROTOCOL_MAX, protocolMax: PROTOCOL_MAX, role: 'secondary', volumeId: 'x', nonce: newNonce(), auth: true })
   t.equal(errorOf(frames)?.code, 'ROLE_CONFLICT')
   t.equal(lastError(s)?.code, 'ROLE_CONFLICT')
   t.equal(s.state.counters.seq, 0)
+})
+
+t.test('a primary of protocol 2 (the secondary proved first) is refused with PROTOCOL, and told to run the same release', async t => {
+  const s = await makeSecondary(t)
+  const { frames } = await craftedPrimary(s, { protocolMin: 2, protocolMax: 2, role: 'primary', volumeId: 'x', nonce: newNonce(), auth: true })
+  t.same(frames.map(f => f.type), ['ERROR'], 'no HELLO, so no nonce and no proof, for an old primary')
+  t.equal(errorOf(frames)?.code, 'PROTOCOL')
+  t.match(errorOf(frames)?.message, /peer speaks protocol 2\.\.2, this replfs 3\.\.3: run the same replfs release on both nodes/)
+})
+
+/** Every 64-hex-digit string in `bytes`: nonces and proofs are the only ones a handshake carries. */
+const hex64 = (bytes: Buffer): string[] => bytes.toString('latin1').match(/[0-9a-f]{64}/g) ?? []
+
+t.test('the secondary sends no proof to a primary that has not proven itself: on the wire, HELLO without a proof, then ERROR', async t => {
+  const p = await primaryWithData(t)
+  const s = await makeSecondary(t)
+  const before = await snapshotOf(s)
+  const pair = duplexPair()
+  const wire: Buffer[] = []
+  pair.a.on('data', (d: Buffer) => wire.push(Buffer.from(d)))
+  const served = s.repl.serve(pair.b, 'crafted-primary').then(() => new Error('no error'), (e: Error) => e)
+  const ch = new FrameChannel(pair.a, CH)
+  ch.sendJson('HELLO', { protocolMin: PROTOCOL_MAX, protocolMax: PROTOCOL_MAX, role: 'primary', volumeId: p.state.format!.volumeId, nonce: newNonce(), auth: true })
+  // A dialer that cannot prove anything: it sends no AUTH, or a wrong one once the secondary has answered.
+  const first = await ch.next()
+  t.equal(first?.type, 'HELLO', 'the secondary answers HELLO')
+  const hello = parseJsonBody<Record<string, unknown>>(first!)
+  t.same(Object.keys(hello).sort(), ['auth', 'nonce', 'protocol', 'role', 'volumeId'], 'its HELLO holds no proof field')
+  t.same(hex64(Buffer.concat(wire)), [hello.nonce], 'and the only 64-hex string on the wire so far is its nonce')
+  ch.sendJson('AUTH', { proof: 'ab'.repeat(32) })
+  const rest = await drain(ch)
+  t.same(rest.map(f => f.type), ['ERROR'], 'after a wrong proof: ERROR, and no AUTH of its own')
+  t.equal(errorOf(rest)?.code, 'AUTH_FAILED')
+  t.same(hex64(Buffer.concat(wire)), [hello.nonce], 'no proof ever crossed the wire from the secondary')
+  t.equal(((await served) as { refusal?: string }).refusal, 'AUTH_FAILED')
+  await assertUnchanged(t, s, before)
+})
+
+t.test('a primary\'s HELLO and AUTH captured from a real session and replayed on a new connection are refused with AUTH_FAILED', async t => {
+  const p = await primaryWithData(t)
+  const s = await makeSecondary(t)
+  const captured = new Map<string, Buffer>()
+  const c = connect(p, s, { fault: f => { if (f.typeName !== undefined && !captured.has(f.typeName)) captured.set(f.typeName, Buffer.from(f.body)); return [f.raw] } })
+  await caughtUp(p, s)
+  c.cut()
+  await c.ended
+  t.ok(captured.has('HELLO') && captured.has('AUTH'), 'the real session\'s HELLO and AUTH were captured')
+  const before = await snapshotOf(s)
+
+  const pair = duplexPair()
+  const served = s.repl.serve(pair.b, 'replaying-primary').then(() => new Error('no error'), (e: Error) => e)
+  const ch = new FrameChannel(pair.a, CH)
+  ch.send('HELLO', captured.get('HELLO')!)
+  const frames = await drain(ch, f => { if (f.type === 'HELLO') ch.send('AUTH', captured.get('AUTH')!) })
+  t.same(frames.map(f => f.type), ['HELLO', 'ERROR'], 'the secondary said HELLO (a fresh nonce), then refused')
+  t.equal(errorOf(frames)?.code, 'AUTH_FAILED', 'the replayed proof does not cover the new nonce')
+  t.equal(((await served) as { refusal?: string }).refusal, 'AUTH_FAILED')
+  await assertUnchanged(t, s, before)
+})
+
+t.test('a fake secondary reflecting the primary\'s own nonce and proof back is refused by the primary with AUTH_FAILED', async t => {
+  const p = await primaryWithData(t)
+  const pair = duplexPair()
+  const served = p.repl.serve(pair.a, 'reflecting-secondary').then(() => new Error('no error'), (e: Error) => e)
+  const ch = new FrameChannel(pair.b, CH)
+  const first = await ch.next()
+  const theirs = parseJsonBody<{ nonce: string }>(first!)
+  ch.sendJson('HELLO', { protocol: PROTOCOL_MAX, role: 'secondary', volumeId: null, nonce: theirs.nonce, auth: true })
+  const frames = await drain(ch, f => { if (f.type === 'AUTH') ch.send('AUTH', f.body) })
+  t.same(frames.map(f => f.type), ['AUTH', 'ERROR'], 'the primary proved itself, then refused its own proof sent back')
+  t.equal(errorOf(frames)?.code, 'AUTH_FAILED')
+  t.equal(((await served) as { refusal?: string }).refusal, 'AUTH_FAILED')
+  t.equal(lastError(p)?.code, 'AUTH_FAILED')
+  t.equal((p.repl.status() as { ackedSeq: number | null }).ackedSeq, null, 'no STATE, START or RECORD: nothing acknowledged')
+})
+
+t.test('a relay that rewrites the secondary\'s HELLO (to pose as an empty secondary) is refused with AUTH_FAILED on both sides', async t => {
+  const p = await primaryWithData(t)
+  const s = await makeSecondary(t)
+  const first = connect(p, s)
+  await caughtUp(p, s)
+  first.cut()
+  await first.ended
+  t.ok(s.state.format?.volumeId !== undefined, 'the secondary holds the volume')
+  await writeFile(p.vol, '/more', 2, 10_000)
+  await p.log.settle()
+  const before = await snapshotOf(s)
+  // primary <-> toP <-> relay <-> toS <-> secondary; the relay forwards every frame, rewriting one.
+  const toP = duplexPair()
+  const toS = duplexPair()
+  const pEnded = p.repl.serve(toP.a, 'relay').then(() => new Error('no error'), (e: Error) => e)
+  const sEnded = s.repl.serve(toS.b, 'relay').then(() => new Error('no error'), (e: Error) => e)
+  const nearP = new FrameChannel(toP.b, CH)
+  const nearS = new FrameChannel(toS.a, CH)
+  const forward = async (from: FrameChannel, to: FrameChannel, rewrite: (f: Frame) => Buffer): Promise<void> => {
+    for (;;) {
+      const f = await from.next().catch(() => null)
+      if (f === null) break
+      try { to.send(f.type, rewrite(f)) } catch { break }
+    }
+    from.close()
+    to.close()
+  }
+  const toSecondary = forward(nearP, nearS, f => f.body)
+  const toPrimary = forward(nearS, nearP, f => f.type === 'HELLO' ? Buffer.from(JSON.stringify({ ...parseJsonBody(f), volumeId: null })) : f.body)
+  const [pe, se] = await Promise.all([pEnded, sEnded])
+  await Promise.all([toSecondary, toPrimary])
+  t.equal((se as { refusal?: string }).refusal, 'AUTH_FAILED', `the secondary refuses the proof over a HELLO it never sent: ${se.message}`)
+  t.equal((pe as { refusal?: string }).refusal, 'AUTH_FAILED', `the primary is refused: ${pe.message}`)
+  await assertUnchanged(t, s, before)
+  t.equal(p.repl.phase, 'disconnected', 'the primary is not streaming')
+  t.equal((p.repl.status() as { ackedSeq: number | null }).ackedSeq, before.seq, 'nor has it an acknowledgement beyond the first session\'s')
 })

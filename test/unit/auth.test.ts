@@ -7,22 +7,31 @@ import { checkProof, isNonce, newNonce, pickProtocol, proof, readSecretFile } fr
 const secret = Buffer.from('correct horse battery staple 0123456789')
 const other = Buffer.from('incorrect horse battery staple 012345678')
 
-t.test('a proof verifies with the right secret, nonces, roles and volume, and nothing else', async t => {
-  const pNonce = newNonce()
-  const sNonce = newNonce()
-  t.ok(isNonce(pNonce) && pNonce !== sNonce, 'nonces are fresh 64-char hex')
-  const p = proof(secret, 'primary', pNonce, sNonce, 'vol-1')
-  t.ok(checkProof(secret, 'primary', pNonce, sNonce, 'vol-1', p), 'right secret')
-  t.notOk(checkProof(other, 'primary', pNonce, sNonce, 'vol-1', p), 'wrong secret')
-  t.notOk(checkProof(secret, 'primary', sNonce, pNonce, 'vol-1', p), 'swapped nonces')
-  t.notOk(checkProof(secret, 'secondary', pNonce, sNonce, 'vol-1', p), 'swapped role')
-  t.notOk(checkProof(secret, 'primary', pNonce, sNonce, 'vol-2', p), 'other volume')
-  // Reflection: a secondary that sends the primary's own nonce back cannot reuse the primary's
-  // proof as its own, because the roles are bound in.
-  const reflected = proof(secret, 'primary', pNonce, pNonce, 'vol-1')
-  t.notOk(checkProof(secret, 'secondary', pNonce, pNonce, 'vol-1', reflected), 'a proof reflected back to its author')
+const hello = (o: object): Buffer => Buffer.from(JSON.stringify(o))
+
+t.test('a proof verifies with the right secret, side and both HELLOs as sent, and nothing else', async t => {
+  const dNonce = newNonce()
+  const lNonce = newNonce()
+  t.ok(isNonce(dNonce) && dNonce !== lNonce, 'nonces are fresh 64-char hex')
+  const dialerHello = hello({ protocolMin: 3, protocolMax: 3, role: 'primary', volumeId: 'vol-1', nonce: dNonce, auth: true })
+  const listenerHello = hello({ protocol: 3, role: 'secondary', volumeId: 'vol-1', nonce: lNonce, auth: true })
+  const tr = { dialerHello, listenerHello }
+  const p = proof(secret, 'dialer', tr)
+  t.ok(checkProof(secret, 'dialer', tr, p), 'right secret')
+  t.notOk(checkProof(other, 'dialer', tr, p), 'wrong secret')
+  t.notOk(checkProof(secret, 'dialer', { dialerHello: listenerHello, listenerHello: dialerHello }, p), 'swapped HELLOs')
+  // Reflection: the listener cannot send the dialer's own proof back as its own: the side is bound in.
+  t.notOk(checkProof(secret, 'listener', tr, p), 'a proof reflected back to its author')
+  // Relay: a man in the middle that rewrites the listener's HELLO (to pose as an empty secondary)
+  // makes the dialer sign a HELLO the listener never sent.
+  const rewritten = hello({ protocol: 3, role: 'secondary', volumeId: null, nonce: lNonce, auth: true })
+  t.notOk(checkProof(secret, 'dialer', { dialerHello, listenerHello: rewritten }, p), 'a rewritten listener HELLO')
+  t.notOk(checkProof(secret, 'dialer', { dialerHello: hello({ protocolMin: 3, protocolMax: 3, role: 'primary', volumeId: 'vol-2', nonce: dNonce, auth: true }), listenerHello }, p), 'another volume')
+  // Replay: the same proof on a new connection, whose listener picked a fresh nonce.
+  const next = { dialerHello, listenerHello: hello({ protocol: 3, role: 'secondary', volumeId: 'vol-1', nonce: newNonce(), auth: true }) }
+  t.notOk(checkProof(secret, 'dialer', next, p), 'a proof replayed on a connection with another listener nonce')
   for (const bad of [undefined, null, 42, { p }, [p], '', p.slice(0, 63), p + '0', p.toUpperCase(), 'z'.repeat(64)]) {
-    t.notOk(checkProof(secret, 'primary', pNonce, sNonce, 'vol-1', bad), `refuses ${JSON.stringify(bad) ?? String(bad)}`)
+    t.notOk(checkProof(secret, 'dialer', tr, bad), `refuses ${JSON.stringify(bad) ?? String(bad)}`)
   }
   t.notOk(isNonce('abc') || isNonce(7), 'isNonce refuses other shapes')
 })
@@ -49,13 +58,14 @@ t.test('readSecretFile accepts only a private file of at least 16 bytes', async 
   await t.rejects(readSecretFile(dir), { code: 'BAD_ARGUMENT' }, 'a directory')
 })
 
-t.test('pickProtocol picks the highest common version', async t => {
-  t.equal(pickProtocol(2, 2), 2)
-  t.equal(pickProtocol(2, 5), 2, 'a newer peer that still speaks 2')
-  t.equal(pickProtocol(0, 2), 2)
-  t.equal(pickProtocol(3, 4), null, 'a peer too new')
+t.test('pickProtocol picks the highest common version and refuses protocol 2, which proved the listener first', async t => {
+  t.equal(pickProtocol(3, 3), 3)
+  t.equal(pickProtocol(3, 5), 3, 'a newer peer that still speaks 3')
+  t.equal(pickProtocol(0, 3), 3)
+  t.equal(pickProtocol(2, 2), null, 'a peer of protocol 2 (listener proves first): refused')
   t.equal(pickProtocol(1, 1), null, 'a peer of protocol 1, from before generations: refused')
-  t.equal(pickProtocol(3, 1), null, 'an inverted range')
-  t.equal(pickProtocol(Number.NaN, 2), null)
-  t.equal(pickProtocol(2, 2.5), null)
+  t.equal(pickProtocol(4, 5), null, 'a peer too new')
+  t.equal(pickProtocol(4, 1), null, 'an inverted range')
+  t.equal(pickProtocol(Number.NaN, 3), null)
+  t.equal(pickProtocol(3, 3.5), null)
 })

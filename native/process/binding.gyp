@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "replfs_process",
+      "sources": ["process.c"],
+      "cflags": ["-Wall", "-Wextra", "-Werror", "-O2"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
+    }
+  ]
+}
