@@ -51,7 +51,7 @@ interface ReplicationStatus {
   lagBytes?: number | null
   lagSeconds?: number | null
   journal?: { bytes: number }
-  resync?: { phase: string, ranges: number, rangesDiffering: number, bytesReceived: number, bytesSent: number } | null
+  resync?: { phase: string, ranges: number, rangesDiffering: number, bytesReceived: number, bytesSent: number, bytesRemaining?: number } | null
 }
 
 /** The registry and how it is refreshed before each scrape; separate from the server so a test can read it without HTTP. */
@@ -89,6 +89,7 @@ export class VolumeMetrics {
       resyncDiffering: gauge('replfs_resync_ranges_differing', 'Ranges found different so far by the running (or last) resync', ['peer']),
       resyncSent: gauge('replfs_resync_sent_bytes', 'Bytes sent by the running (or last) resync', ['peer']),
       resyncReceived: gauge('replfs_resync_received_bytes', 'Bytes received by the running (or last) resync', ['peer']),
+      resyncRemaining: gauge('replfs_resync_remaining_bytes', 'At most how many bytes the running resync still moves (grows while ranges are compared; 0 when done)', ['peer']),
       journal: gauge('replfs_journal_bytes', 'Bytes in the replication journal'),
       used: gauge('replfs_used_bytes', 'Data the volume holds, every snapshot layer counted'),
       size: gauge('replfs_size_limit_bytes', 'How much data the volume may hold'),
@@ -164,6 +165,7 @@ export class VolumeMetrics {
         set(this.g.resyncDiffering, rs.rangesDiffering, peer)
         set(this.g.resyncSent, rs.bytesSent, peer)
         set(this.g.resyncReceived, rs.bytesReceived, peer)
+        set(this.g.resyncRemaining, rs.bytesRemaining ?? 0, peer)
       }
     }
     // The daemon keeps the counts; a counter is set to them (they only grow while the process runs).

@@ -231,7 +231,13 @@ export class VolumeCore {
    * was acknowledged and then refused by LevelDB since that file was opened or last told.
    */
   async fsync (fh?: number): Promise<void> {
-    await this.log.sync()
+    try {
+      await this.log.sync()
+    } catch (err) {
+      // The store cannot take writes yet (disk still full): that failure is the report.
+      this.markReported(fh)
+      throw err
+    }
     this.reportWritebackError(fh)
   }
 
@@ -244,9 +250,14 @@ export class VolumeCore {
     const h = fh === undefined ? undefined : this.handles.get(fh)
     const seen = h?.errSeen ?? this.syncErrSeen
     if (seen >= this.writebackErrors || this.writebackError === null) return
+    this.markReported(fh)
+    throw this.writebackError
+  }
+
+  private markReported (fh?: number): void {
+    const h = fh === undefined ? undefined : this.handles.get(fh)
     if (h !== undefined) h.errSeen = this.writebackErrors
     else this.syncErrSeen = this.writebackErrors
-    throw this.writebackError
   }
 
   /**

@@ -4,7 +4,7 @@ import { ReplfsError } from '../errors.js'
 import type { JournalFile } from '../log/journal-file.js'
 import type { RecordLog } from '../log/record-log.js'
 import { digestAt, type StateDigest } from '../store/state-transfer.js'
-import { type ResyncProgress, newProgress, sendResync } from './resync.js'
+import { type ResyncProgress, newProgress, resyncRemaining, sendResync } from './resync.js'
 import { FrameChannel, type ChannelOptions } from './channel.js'
 import { encodeRecordFrame, parseJsonBody } from './frames.js'
 import type { SplitBrainPolicy } from './generations.js'
@@ -379,7 +379,7 @@ export class ReplicationPrimary {
       ackLatencyMs: this.latencies.summary(),
       journal: { firstSeq: this.opts.journal.firstSeq, lastSeq: this.opts.journal.lastSeq, bytes: this.opts.journal.bytes },
       bytesOut: this.bytesOut + (this.session?.ch.bytesOut ?? 0),
-      resync: this.progress,
+      resync: this.progress === null ? null : { ...this.progress, bytesRemaining: resyncRemaining(this.progress) },
       lastError: this.lastError
     }
   }

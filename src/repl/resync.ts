@@ -35,14 +35,23 @@ export interface ResyncProgress {
   phase: 'diverged' | 'comparing' | 'applying' | 'done'
   ranges: number
   rangesDiffering: number
+  /** Bytes of the source's ranges found differing so far: the most their deltas can carry. */
+  rangeBytesDiffering: number
+  /** Bytes of deltas sent (source) or received (target) so far. */
+  deltaBytes: number
   bytesReceived: number
   bytesSent: number
+}
+
+/** At most how many bytes of deltas are still to come (0 once done; grows while ranges are compared). */
+export function resyncRemaining (p: ResyncProgress): number {
+  return p.phase === 'done' ? 0 : Math.max(0, p.rangeBytesDiffering - p.deltaBytes)
 }
 
 interface Ctx { log: RecordLog, journal: JournalFile, logger: Logger, progress: ResyncProgress }
 
 export function newProgress (): ResyncProgress {
-  return { phase: 'comparing', ranges: 0, rangesDiffering: 0, bytesReceived: 0, bytesSent: 0 }
+  return { phase: 'comparing', ranges: 0, rangesDiffering: 0, rangeBytesDiffering: 0, deltaBytes: 0, bytesReceived: 0, bytesSent: 0 }
 }
 
 /** The next frame of the resync: PINGs pass, an ERROR is the peer's refusal, anything else not in `allowed` ends it. */
@@ -121,8 +130,11 @@ export async function sendResync (ch: FrameChannel, ctx: Ctx, start: StartFrame,
       if (!part.last) { pending.set(part.index, keys); continue }
       pending.delete(part.index)
       p.rangesDiffering++
+      p.rangeBytesDiffering += ranges[part.index].bytes
       const [lo, hi] = rangeBounds(ranges, part.index)
-      await send(ch, 'RANGE_DELTA', encodeRangeDelta(part.index, await rangeDelta(stateEntriesIn(store, lo, hi, snap), keys)), p)
+      const bodies = encodeRangeDelta(part.index, await rangeDelta(stateEntriesIn(store, lo, hi, snap), keys))
+      for (const b of bodies) p.deltaBytes += b.length
+      await send(ch, 'RANGE_DELTA', bodies, p)
     }
     const last = await lastRecordAt(store, snap)
     ch.sendJson('RESYNC', { step: 'end', seq, ...total, crc: last?.seq === seq ? last.crc : (journal.recordCrc(seq) ?? null) })
@@ -214,6 +226,7 @@ export async function receiveResync (ch: FrameChannel, ctx: TargetCtx, start: St
     end = await receiveDeltas(ch, p, staged, view, begin.seq, (async () => {
       for await (const rk of differingRanges(stateWithStaged(store, view), summaries)) {
         p.rangesDiffering++
+        p.rangeBytesDiffering += summaries[rk.index].bytes
         await send(ch, 'RANGE_KEYS', encodeRangeKeys(rk), p)
       }
       ch.sendJson('RESYNC', { step: 'keys-end' })
@@ -252,6 +265,7 @@ async function receiveDeltas (ch: FrameChannel, p: ResyncProgress, staged: Stage
       return end
     }
     p.bytesReceived += f.body.length
+    p.deltaBytes += f.body.length
     await staged.add(decodeRangeDelta(f.body), view)
   }
 }

@@ -10,9 +10,9 @@ import { digestAt } from '../store/state-transfer.js'
 import { FrameChannel, type ChannelOptions } from './channel.js'
 import { type Frame, decodeRecordFrame, parseJsonBody } from './frames.js'
 import type { SplitBrainPolicy } from './generations.js'
-import { type Negotiated, type PeerError, PeerRefusal, type RoleHandover, describeError, expectStart, listenerHandshake, peerError, refuse } from './handshake.js'
+import { type Negotiated, type PeerError, PeerRefusal, type RefusalCode, type RoleHandover, describeError, expectStart, listenerHandshake, peerError, refuse } from './handshake.js'
 import type { NodeGenerations } from './node-state.js'
-import { type ResyncProgress, newProgress, receiveResync } from './resync.js'
+import { type ResyncProgress, newProgress, receiveResync, resyncRemaining } from './resync.js'
 import { DEFAULT_CHANNEL } from './primary.js'
 import { LoopYield } from '../util/loop-yield.js'
 import { LatencySamples } from './latency.js'
@@ -108,14 +108,20 @@ export class ReplicationSecondary {
   }
 
   private async ended (run: Promise<void>, ch: FrameChannel, peer: string, mine: () => Session | null): Promise<void> {
+    let told = false
     try {
       await run
     } catch (err) {
       this.noteError(err)
       this.log.warn({ peer, err }, 'replication connection ended')
+      // The primary's status says why this node takes nothing: it redials, and goes on once space returns.
+      if (err instanceof ReplfsError && err.code === 'DISK_FULL') {
+        ch.close({ code: 'DISK_FULL', message: `the secondary's disk is full: it keeps what it holds and goes on when space returns (${err.message})` })
+        told = true
+      }
       throw err
     } finally {
-      ch.close()
+      if (!told) ch.close()
       this.bytesIn += ch.bytesIn
       const m = mine()
       if (m !== null && this.session === m) { this.session = null; this.phase = 'disconnected' }
@@ -182,7 +188,7 @@ export class ReplicationSecondary {
     for (;;) {
       await turn.pause()
       const failed = this.applyError as Error | null
-      if (failed !== null) refuse(ch, 'APPLY_FAILED', `applying failed here: ${failed.message}`)
+      if (failed !== null) refuse(ch, applyFailure(failed), `applying failed here: ${failed.message}`)
       const f = await ch.next()
       if (f === null) throw new ReplfsError('PEER_REFUSED', 'the primary closed the connection')
       switch (f.type) {
@@ -235,11 +241,11 @@ export class ReplicationSecondary {
     try {
       c = await log.apply(rec, { seq, sync: this.sync, encoded: { bytes: record, crc: crc ?? crc32(record) } })
     } catch (err) {
-      refuse(ch, 'APPLY_FAILED', `record ${seq} (${rec.type}) cannot be applied here: ${(err as Error).message}`)
+      refuse(ch, applyFailure(err), `record ${seq} (${rec.type}) cannot be applied here: ${(err as Error).message}`)
     }
     c.durable.then(() => this.durable(ch, seq, arrived), (err: Error) => {
       this.applyError = err
-      ch.close({ code: 'APPLY_FAILED', message: `record ${seq} not committed here: ${err.message}` })
+      ch.close({ code: applyFailure(err), message: `record ${seq} not committed here: ${err.message}` })
     })
     // Applying runs ahead of LevelDB; past a window, wait for it, so a fast link cannot pile
     // up uncommitted batches in memory.
@@ -300,7 +306,7 @@ export class ReplicationSecondary {
       durableLatencyMs: this.durableLatency.summary(),
       journal: { firstSeq: this.opts.journal.firstSeq, lastSeq: this.opts.journal.lastSeq, bytes: this.opts.journal.bytes },
       bytesIn: this.bytesIn + (this.session?.ch.bytesIn ?? 0),
-      resync: this.progress,
+      resync: this.progress === null ? null : { ...this.progress, bytesRemaining: resyncRemaining(this.progress) },
       lastError: this.lastError
     }
   }
@@ -315,3 +321,8 @@ export class ReplicationSecondary {
 }
 
 export { PeerRefusal }
+
+/** The refusal a failed apply gives: a full disk is its own case (the primary's status says so). */
+function applyFailure (err: unknown): RefusalCode {
+  return err instanceof ReplfsError && err.code === 'DISK_FULL' ? 'DISK_FULL' : 'APPLY_FAILED'
+}

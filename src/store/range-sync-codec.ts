@@ -112,8 +112,8 @@ function encodeParts<T> (kind: number, index: (first: number) => number, items: 
 /** The range list as one or more bodies (SummaryChunks, index = first range), in order. */
 export function encodeSummaries (ranges: RangeSummary[], maxBody = MAX_MESSAGE_BODY): Buffer[] {
   return encodeParts(KIND_SUMMARIES, first => first, ranges,
-    s => 1 + (s.end === null ? 0 : blobLen(s.end)) + DIGEST_BYTES + varintLen(s.entries), p => [p.length],
-    (w, s) => (s.end === null ? w.u8(0) : w.u8(1).blob(s.end)).bytes(s.digest).varint(s.entries), maxBody, 'range summaries')
+    s => 1 + (s.end === null ? 0 : blobLen(s.end)) + DIGEST_BYTES + varintLen(s.entries) + varintLen(s.bytes), p => [p.length],
+    (w, s) => (s.end === null ? w.u8(0) : w.u8(1).blob(s.end)).bytes(s.digest).varint(s.entries).varint(s.bytes), maxBody, 'range summaries')
 }
 
 export function decodeSummaries (body: Buffer): SummaryChunk {
@@ -126,7 +126,7 @@ export function decodeSummaries (body: Buffer): SummaryChunk {
     const end = tag === 1 ? r.blob() : null
     const prev = i > 0 ? ranges[i - 1].end : null
     if (i > 0 && (prev === null || (end !== null && prev.compare(end) >= 0))) throw frameInvalid('range summaries: ends out of order')
-    ranges.push({ end, digest: r.bytes(DIGEST_BYTES), entries: r.varint() })
+    ranges.push({ end, digest: r.bytes(DIGEST_BYTES), entries: r.varint(), bytes: r.varint() })
   }
   r.end()
   const n = ranges.length

@@ -34,6 +34,8 @@ export interface RangeSummary {
   /** First 16 bytes of sha256 over (u32 klen, k, u32 vlen, v) of the range's entries. */
   digest: Buffer
   entries: number
+  /** Bytes of its keys and values: what the range costs to send whole (resync progress). */
+  bytes: number
 }
 export interface KeyHash { key: Buffer, hash: Buffer }
 export interface RangeKeys { index: number, keys: KeyHash[] }
@@ -63,12 +65,12 @@ export async function summarizeRanges (entries: AsyncIterable<[Buffer, Buffer]>,
     total.add(k, v)
     cur.add(k, v)
     if (cur.bytes >= targetBytes) {
-      ranges.push({ end: successor(k), digest: rangeDigest(cur), entries: cur.entries })
+      ranges.push({ end: successor(k), digest: rangeDigest(cur), entries: cur.entries, bytes: cur.bytes })
       cur = new DigestBuilder()
     }
   }
   // The last range reaches the end of the keyspace, so a target's keys past the source's are in one.
-  if (cur.entries > 0 || ranges.length === 0) ranges.push({ end: null, digest: rangeDigest(cur), entries: cur.entries })
+  if (cur.entries > 0 || ranges.length === 0) ranges.push({ end: null, digest: rangeDigest(cur), entries: cur.entries, bytes: cur.bytes })
   else ranges[ranges.length - 1].end = null
   return { ranges, total: total.finish() }
 }

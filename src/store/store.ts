@@ -1,3 +1,4 @@
+import { statfs } from 'node:fs/promises'
 import { ClassicLevel } from 'classic-level'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
@@ -103,7 +104,16 @@ export class Store {
   }
 
   private recover (err: Error): void {
+    // One reopen at a time: a failure meanwhile makes the next ready() reopen once more.
+    if (this.recovery !== null) { this.needsRecovery = err; return }
     const attempt = (async () => {
+      // Reopening writes a new log and may flush one: on a disk still full it would fail and
+      // leave the store closed. Until there is room the open handle stays, and reads go on.
+      if (err instanceof ReplfsError && err.code === 'DISK_FULL' && !await this.roomToReopen()) {
+        // The handle refuses writes but reads what it holds: caches are reloaded from that.
+        await this.onReset?.(err)
+        throw err
+      }
       await this.db.close().catch(() => {})
       const db = Store.make(this.dir, { ...this.opts, create: false })
       await db.open()
@@ -126,6 +136,7 @@ export class Store {
   async get (key: Buffer): Promise<Buffer | undefined> {
     const e = this.overlay.get(key.toString('latin1'))
     if (e !== undefined) return e.value ?? undefined
+    if (this.db.status !== 'open') await this.ready()
     return await this.db.get(key)
   }
 
@@ -138,6 +149,7 @@ export class Store {
       else missing.push(i)
     }
     if (missing.length > 0) {
+      if (this.db.status !== 'open') await this.ready()
       const got = await this.db.getMany(missing.map(i => keys[i]))
       for (let j = 0; j < missing.length; j++) out[missing[j]] = got[j]
     }
@@ -150,6 +162,7 @@ export class Store {
    */
   async * iterate (gte: Buffer, lt: Buffer, opts: { values?: boolean, reverse?: boolean, limit?: number, snapshot?: StoreSnapshot } = {}): AsyncGenerator<[Buffer, Buffer]> {
     if (opts.snapshot === undefined) await this.settle()
+    if (this.db.status !== 'open') await this.ready()
     const it = this.db.iterator({ gte, lt, keys: true, values: opts.values ?? true, reverse: opts.reverse ?? false, limit: opts.limit ?? -1, snapshot: opts.snapshot?.handle })
     try {
       while (true) {
@@ -169,6 +182,7 @@ export class Store {
    */
   async snapshot (): Promise<StoreSnapshot> {
     await this.settle()
+    if (this.db.status !== 'open') await this.ready()
     return new StoreSnapshot(this.db.snapshot())
   }
 
@@ -193,7 +207,8 @@ export class Store {
    */
   write (ops: BatchOp[], opts: { sync?: boolean, epoch?: number } = {}): Promise<void> {
     if (this.recovery !== null || this.needsRecovery !== null) {
-      return Promise.reject(this.failure ?? new ReplfsError('STORE_CORRUPT', 'store is recovering from a failed write'))
+      // Tries the reopen again (there may be room now) and writes once it is done; else its error.
+      return this.ready().then(() => this.write(ops, opts), () => { throw this.failure ?? new ReplfsError('STORE_CORRUPT', 'store is recovering from a failed write') })
     }
     if (opts.epoch !== undefined && opts.epoch !== this.epoch) {
       return Promise.reject(this.failure ?? new ReplfsError('STORE_CORRUPT', 'store was reset during the operation'))
@@ -276,6 +291,12 @@ export class Store {
     if (later !== null) for (const w of later.waiters) w.reject(err)
     this.logger?.error({ err: cause }, 'store write failed; pending writes dropped')
     this.recover(err)
+  }
+
+  /** Whether the store's disk has room for a reopen: two memtables' worth, as a flush may write one. */
+  private async roomToReopen (): Promise<boolean> {
+    const st = await statfs(this.dir).catch(() => null)
+    return st === null || st.bavail * st.bsize >= 2 * (this.opts.writeBufferSize ?? LEVELDB_WRITE_BUFFER)
   }
 
   async close (): Promise<void> {

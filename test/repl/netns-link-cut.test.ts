@@ -29,7 +29,7 @@ const MiB = 1 << 20
 const hostsMade: TwoHosts[] = []
 let nodes: HostNode[] = []
 
-interface Resync { phase: string, rangesDiffering: number, bytesReceived: number }
+interface Resync { phase: string, rangesDiffering: number, bytesReceived: number, bytesRemaining: number }
 const resyncOf = async (n: HostNode): Promise<{ phase: string, resync: Resync | null }> => {
   const s = await controlStatus(n) as { replication: { phase: string, resync?: Resync | null } }
   return { phase: s.replication.phase, resync: s.replication.resync ?? null }
@@ -126,10 +126,13 @@ t.test('a link cut in the middle of a resync: after the heal it goes on from wha
   const cutAt = await waitFor('B to see the link gone', async () => await resyncOf(b), x => x.phase === 'disconnected', 30_000)
   const first = Math.max(mid.resync?.bytesReceived ?? 0, cutAt.resync?.bytesReceived ?? 0)
   t.comment(`link cut with ${(first / MiB).toFixed(1)} MiB of the resync received`)
+  t.ok((mid.resync?.bytesRemaining ?? 0) > 0, `B's status in the middle: ${((mid.resync?.bytesRemaining ?? 0) / MiB).toFixed(1)} MiB still to come`)
   t.equal(h.a.exec(['tc', 'qdisc', 'del', 'dev', h.a.veth, 'root']).code, 0, 'the link is no longer shaped')
   await h.heal()
   await waitCaughtUp(a, 120_000)
   t.match(b.logs(), /an interrupted resync staged data here: this one goes on from it/, 'B\'s log: the second resync goes on from the first')
+  const done = await resyncOf(b)
+  t.ok(done.resync?.phase === 'done' && done.resync.bytesRemaining === 0, 'B\'s status after it: resync done, nothing still to come')
   const second = logged(b, 'resync by difference received and checked', 'bytesReceived')
   t.comment(`second attempt received ${(second / MiB).toFixed(1)} MiB; ${(changed / MiB).toFixed(0)} MiB changed`)
   t.ok(second <= changed - 48 * MiB, `the second attempt received ${(second / MiB).toFixed(1)} MiB: not again what the first one staged (${(first / MiB).toFixed(1)} MiB)`)

@@ -30,7 +30,7 @@ t.test('a secondary in a resync: role, link, lag and resync gauges carry the vol
       replication: {
         role: 'secondary', peer: '10.0.0.1:51234', connected: true, phase: 'resyncing', appliedSeq: 90, lagRecords: 10, fenced: false, splitBrain: false,
         generation: { id: 'g2', since: 40 }, journal: { bytes: 12345 },
-        resync: { phase: 'comparing', ranges: 12, rangesDiffering: 3, bytesReceived: 777, bytesSent: 55 }
+        resync: { phase: 'comparing', ranges: 12, rangesDiffering: 3, bytesReceived: 777, bytesSent: 55, bytesRemaining: 3_145_000 }
       }
     }),
     snapshots: async () => snaps,
@@ -52,6 +52,7 @@ t.test('a secondary in a resync: role, link, lag and resync gauges carry the vol
     [`replfs_resync_ranges{${peer}} 12`, 'ranges'],
     [`replfs_resync_ranges_differing{${peer}} 3`, 'differing'],
     [`replfs_resync_received_bytes{${peer}} 777`, 'received'],
+    [`replfs_resync_remaining_bytes{${peer}} 3145000`, 'remaining'],
     ['replfs_journal_bytes{volume="data"} 12345', 'journal'],
     ['replfs_read_only{volume="data"} 1', 'read-only'],
     ['replfs_snapshots{volume="data"} 1', 'snapshot count'],

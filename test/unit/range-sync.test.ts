@@ -387,8 +387,8 @@ t.test('a copy from a key the target does not hold is refused, and nothing is ap
 
 t.test('decoders reject truncated, garbage and malformed bodies with FRAME_INVALID', async t => {
   const ranges: RangeSummary[] = [
-    { end: Buffer.from('b\x00\x01'), digest: Buffer.alloc(16, 1), entries: 3 },
-    { end: null, digest: Buffer.alloc(16, 2), entries: 300 }
+    { end: Buffer.from('b\x00\x01'), digest: Buffer.alloc(16, 1), entries: 3, bytes: 1234 },
+    { end: null, digest: Buffer.alloc(16, 2), entries: 300, bytes: 5_000_000 }
   ]
   const keys: RangeKeys = { index: 5, keys: [{ key: Buffer.from('b1'), hash: Buffer.alloc(8, 3) }, { key: Buffer.from('b2'), hash: Buffer.alloc(8, 4) }] }
   const delta = { puts: [[Buffer.from('b1'), Buffer.from('value')]] as Array<[Buffer, Buffer]>, dels: [Buffer.from('d9')], copies: [[Buffer.from('b3'), Buffer.from('b2')]] as Array<[Buffer, Buffer]> }
