@@ -1,7 +1,7 @@
 // What Node does not expose about processes and users: the credentials of the process at the
 // other end of a unix socket (SO_PEERCRED, SO_PEERGROUPS), and a group's id by name
 // (getgrnam_r). The control socket admits a client by these, so they come from the kernel, not
-// from anything the client says.
+// from anything the client says. memory.c adds the process's memory and page-cache settings.
 #include <errno.h>
 #include <stdio.h>
 #include <grp.h>
@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
+#include "memory.h"
 
 static napi_value throw_errno (napi_env env, const char *what, int err) {
   char code[32];
@@ -131,6 +132,7 @@ static napi_value init (napi_env env, napi_value exports) {
     { "groupId", NULL, group_id, NULL, NULL, NULL, napi_enumerable, NULL }
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  define_memory_functions(env, exports);
   return exports;
 }
 

@@ -2,7 +2,6 @@ import { join } from 'node:path'
 import type { Server } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import { Fuse } from '../fuse/mount.js'
 import { JournalFile } from '../log/journal-file.js'
 import { ReplfsError } from '../errors.js'
 import type { AdmissionOptions } from '../net/admission.js'
@@ -14,6 +13,7 @@ import { NodeGenerations } from '../repl/node-state.js'
 import { DEFAULT_CHANNEL, ReplicationPrimary, type ReplicationMode, type VerifyResult } from '../repl/primary.js'
 import { ReplicationSecondary } from '../repl/secondary.js'
 import { StagedResync } from '../store/range-sync.js'
+import { releasePages } from '../util/process-addon.js'
 import type { OpenedVolume } from './open-volume.js'
 
 export interface ReplicationConfig {
@@ -63,7 +63,7 @@ export class VolumeReplication {
   }
 
   static async start (config: ReplicationConfig, opened: OpenedVolume, hooks: VolumeHooks, logger: Logger, opts: { fresh?: boolean } = {}): Promise<VolumeReplication> {
-    const journal = await JournalFile.open({ dir: join(opened.store.dir, 'journal'), maxBytes: config.journalBytes, releasePages: Fuse.releasePages, logger }, opened.state.counters.seq)
+    const journal = await JournalFile.open({ dir: join(opened.store.dir, 'journal'), maxBytes: config.journalBytes, releasePages, logger }, opened.state.counters.seq)
     opened.log.journal = journal
     const node = await NodeGenerations.load(opened.store, { role: config.role, volumeId: opened.state.format?.volumeId ?? null, fresh: opts.fresh, force: config.force })
     if (node.role !== config.role) logger.warn({ stored: node.role, given: config.role }, 'this store last ran in another role than --role asks: it keeps its own (change it with replfs promote / demote)')

@@ -7,6 +7,7 @@ import { promisify } from 'node:util'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
 import type { Volume } from '../fs/volume.js'
+import { tuneMalloc } from '../util/malloc-tuning.js'
 import { fuseOps } from './adapter.js'
 
 const require = createRequire(import.meta.url)
@@ -19,49 +20,6 @@ export const Fuse: FuseCtor = require('fuse-native')
 
 /** Largest FUSE request in pages: 256 (1 MiB) is the most Linux allows by default. */
 export const MAX_REQUEST_PAGES = 256
-
-/**
- * glibc keeps freed blocks under 32 MiB in its heap and gives heap back to the OS only past
- * 128 MiB free, instead of an mmap and munmap per 1 MiB request buffer and per multi-MiB LevelDB
- * batch (its defaults adapt only up to the largest block freed so far, then trim at twice that):
- * every first touch of a fresh page faults. Writing 1 GiB: 188-216 -> 226-236 MB/s in three A/B
- * pairs, peak RSS 170-177 -> 182-188 MiB; a replica applying group commits of several MiB spends
- * ~20% less CPU than with a 4 MiB threshold. The heap may keep up to 128 MiB it no longer uses.
- * An operator's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ take precedence.
- */
-export const MALLOC_MMAP_THRESHOLD = 32 << 20
-export const MALLOC_TRIM_THRESHOLD = 128 << 20
-
-/**
- * Heap written once at mount, then kept free for request buffers and batches. Even with the
- * thresholds above, a fresh process grows its heap to ~70 MiB over its first 100-200 MiB of
- * writes (buffers wait for V8's next GC before they are freed), and every new page faults on
- * first touch: ~13 us a page on the VMs measured, 3.3 ms of a 1 MiB write's copy, ~29,000 faults
- * in a 512 MiB `dd`. So a volume was slowest right after it started: after a restart, a failover,
- * and in every benchmark on a fresh mount. 64 MiB takes most of those faults (96 took no more,
- * and raised peak RSS by 27 MiB); it costs ~0.2 s at mount.
- */
-export const HEAP_PREFAULT = 64 << 20
-
-let mallocTuned: boolean | null = null
-
-/** Applies the thresholds above once per process and pre-faults the heap; true if they are in effect. */
-export function tuneMalloc (log: Logger): boolean {
-  if (mallocTuned !== null) return mallocTuned
-  if (process.env.MALLOC_MMAP_THRESHOLD_ !== undefined || process.env.MALLOC_TRIM_THRESHOLD_ !== undefined) {
-    log.info('malloc thresholds from the environment (MALLOC_*_THRESHOLD_) left as given')
-    mallocTuned = false
-  } else {
-    mallocTuned = Fuse.tuneMalloc(MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD) === true
-    if (!mallocTuned) log.warn('could not set the malloc thresholds (not glibc?): writes will be slower')
-  }
-  if (mallocTuned) {
-    const t0 = performance.now()
-    const kept = Fuse.prefaultHeap(HEAP_PREFAULT) as number
-    log.debug({ prefaulted: HEAP_PREFAULT, heapFreeTop: kept, ms: Math.round(performance.now() - t0) }, 'heap pre-faulted for request buffers')
-  }
-  return mallocTuned
-}
 
 export interface MountOptions {
   /** Let users other than the mounting one use the mount (needs user_allow_other for non-root). */

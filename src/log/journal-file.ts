@@ -63,8 +63,9 @@ export interface JournalFileOptions {
   /**
    * Hands written ranges back to the kernel instead of leaving them cached (see releaseWritten):
    * wait = false starts a range's writeback, wait = true waits for it and drops the range's
-   * pages. Returns 0 or a negative errno. The daemon passes fuse-native's `Fuse.releasePages`
-   * (Node has neither sync_file_range nor posix_fadvise); without it pages stay cached.
+   * pages. Returns 0 or a negative errno. The daemon passes native/process's `releasePages`
+   * (src/util/process-addon.ts; Node has neither sync_file_range nor posix_fadvise); without it
+   * pages stay cached.
    */
   releasePages?: PageRelease
   logger?: Logger

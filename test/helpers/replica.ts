@@ -11,7 +11,7 @@ import { Duplex } from 'node:stream'
 import { makeVolume, openVolume, type OpenedVolume } from '../../src/daemon/open-volume.js'
 import type { Volume } from '../../src/fs/volume.js'
 import { nowNs } from '../../src/fs/clock.js'
-import { Fuse } from '../../src/fuse/mount.js'
+import { releasePages } from '../../src/util/process-addon.js'
 import { decodeRecord } from '../../src/log/codec.js'
 import { JournalFile } from '../../src/log/journal-file.js'
 import { BLOCK_SIZE } from '../../src/store/keys.js'
@@ -88,7 +88,7 @@ export async function makePrimary (t: Teardown, opts: PrimaryOpts = {}): Promise
   const dir = tempDir()
   const fromInit = opts.journalFromInit ?? true
   const opened = await openVolume(dir, { create: true, logger: quietLogger, replay: fromInit })
-  const journal = await JournalFile.open({ dir: join(dir, 'journal'), maxBytes: opts.journalMaxBytes, segmentBytes: opts.segmentBytes, releasePages: Fuse.releasePages, logger: quietLogger }, opened.state.counters.seq)
+  const journal = await JournalFile.open({ dir: join(dir, 'journal'), maxBytes: opts.journalMaxBytes, segmentBytes: opts.segmentBytes, releasePages, logger: quietLogger }, opened.state.counters.seq)
   opened.log.journal = journal
   if (fromInit) {
     // What openVolume does for a new store, but with the journal already attached.
@@ -114,7 +114,7 @@ export interface SecondaryOpts {
 export async function makeSecondary (t: Teardown, opts: SecondaryOpts = {}): Promise<SecondaryNode> {
   const dir = tempDir()
   const opened = await openVolume(dir, { create: true, logger: quietLogger, replay: opts.ownVolume !== true })
-  const journal = await JournalFile.open({ dir: join(dir, 'journal'), releasePages: Fuse.releasePages, logger: quietLogger }, opened.state.counters.seq)
+  const journal = await JournalFile.open({ dir: join(dir, 'journal'), releasePages, logger: quietLogger }, opened.state.counters.seq)
   opened.log.journal = journal
   const generations = await NodeGenerations.load(opened.store, { role: 'secondary', volumeId: opened.state.format?.volumeId ?? null })
   const repl = new ReplicationSecondary({ log: opened.log, journal, secret: opts.secret === undefined ? SECRET : opts.secret, logger: quietLogger, channel: opts.channel, node: generations })

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { JournalFile, type JournalEntry, type JournalReader } from '../../src/log/journal-file.js'
-import { Fuse } from '../../src/fuse/mount.js'
+import { releasePages } from '../../src/util/process-addon.js'
 
 function tempDir (t: { teardown: (fn: () => void) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'replfs-test-'))
@@ -344,7 +344,7 @@ t.test('written journal ranges leave the page cache as the journal grows, and st
   const cached: Record<string, number> = {}
   for (const releaseWritten of [true, false]) {
     const dir = tempDir(t)
-    const j = await JournalFile.open({ dir, releasePages: releaseWritten ? Fuse.releasePages : undefined }, 0)
+    const j = await JournalFile.open({ dir, releasePages: releaseWritten ? releasePages : undefined }, 0)
     for (let s = 1; s <= 48; s++) j.append(s, rec(s, MiB))
     const [seg] = segFiles(dir)
     cached[String(releaseWritten)] = cachedBytes(join(dir, seg))

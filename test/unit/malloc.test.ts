@@ -6,7 +6,7 @@ import { join } from 'node:path'
 // first applies (or not) the mount's malloc thresholds through tuneMalloc.
 const REPO = new URL('../../..', import.meta.url).pathname
 const child = `
-  const { tuneMalloc } = await import(${JSON.stringify(join(REPO, 'dist/src/fuse/mount.js'))})
+  const { tuneMalloc } = await import(${JSON.stringify(join(REPO, 'dist/src/util/malloc-tuning.js'))})
   const log = { info () {}, warn () {}, debug () {} }
   const tuned = process.argv[1] === 'tune' ? tuneMalloc(log) : null
   const cycle = () => { for (let i = 0; i < 100; i++) { Buffer.allocUnsafeSlow(1 << 20).fill(i); globalThis.gc() } }
@@ -42,9 +42,10 @@ t.test('tuneMalloc keeps freed request buffers for reuse: a new 1 MiB buffer cos
 // next GC frees them): with the thresholds alone each is new heap, every page faulting on first
 // touch; after tuneMalloc's pre-fault they come from pages already written.
 const growth = `
-  const { tuneMalloc, Fuse, HEAP_PREFAULT, MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD } = await import(${JSON.stringify(join(REPO, 'dist/src/fuse/mount.js'))})
+  const { tuneMalloc, HEAP_PREFAULT, MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD } = await import(${JSON.stringify(join(REPO, 'dist/src/util/malloc-tuning.js'))})
+  const { setMallocThresholds } = await import(${JSON.stringify(join(REPO, 'dist/src/util/process-addon.js'))})
   const log = { info () {}, warn () {}, debug () {} }
-  const tuned = process.argv[1] === 'prefault' ? tuneMalloc(log) : Fuse.tuneMalloc(MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD)
+  const tuned = process.argv[1] === 'prefault' ? tuneMalloc(log) : setMallocThresholds(MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD)
   const before = process.resourceUsage().minorPageFault
   const live = []
   for (let i = 0; i < 48; i++) live.push(Buffer.allocUnsafeSlow(1 << 20).fill(i))
