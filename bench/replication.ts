@@ -37,6 +37,9 @@ export interface SeqReplResult {
   secondaryDurableMs?: { p50: number | null, p99: number | null, samples: number }
   /** CPU seconds (user+sys) of each mount process from the start of the write until caught up. */
   cpuSeconds: { primary: number, secondary: number }
+  /** CPU seconds per GiB written, and disk bytes written (/proc/PID/io write_bytes) per byte written, of each host's mount process. */
+  cpuSecondsPerGiB: { primary: number, secondary: number }
+  diskBytesPerByte: { primary: number, secondary: number }
   wallSeconds: number
   peakRssBytes: { primary: number, secondary: number }
   verify?: { ok: boolean, seconds: number, seq?: number, detail: string }
@@ -69,104 +72,18 @@ export interface LagResult {
  */
 export interface OneCorePerHost { unreplicated: number, async: { write: number, ratio: number }, sync: { write: number, ratio: number } }
 
-export interface ReplicationResults { async: SeqReplResult, sync: SeqReplResult, lag: LagResult, oneCorePerHost?: OneCorePerHost }
+/**
+ * Sync against async from alternating rounds on fresh pairs (async first in odd rounds, sync
+ * first in even ones), so the machine's swings fall on both: the median of the rounds' ratios.
+ */
+export interface SyncVsAsync { rounds: Array<{ async: SeqReplResult, sync: SeqReplResult, ratio: number }>, medianRatio: number }
+
+export interface ReplicationResults { async: SeqReplResult, sync: SeqReplResult, syncVsAsync: SyncVsAsync, lag: LagResult, oneCorePerHost?: OneCorePerHost }
 
 const STOP_TIMEOUT_MS = Number(process.env.BENCH_STOP_TIMEOUT_MS ?? '120000')
-export const sleep = async (ms: number): Promise<void> => await new Promise(r => setTimeout(r, ms))
+export { sleep, pct, freePort, cpuSeconds, diskWriteBytes, type Status, status, type Pair, type PairLayout, pairLayout, startPair, stopPair, waitCaughtUp, runVerify } from './pair.js'
+import { cpuSeconds, diskWriteBytes, freePort, pairLayout, pct, runVerify, sleep, startPair, status, stopPair, waitCaughtUp, type Pair } from './pair.js'
 
-export function pct (xs: number[], p: number): number {
-  return nearestRank([...xs].sort((a, b) => a - b), p)
-}
-
-export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port
-      srv.close(() => resolve(port))
-    })
-  })
-}
-
-export function cpuSeconds (pid: number): number {
-  // /proc/PID/stat: fields after the ")" — utime is field 14, stime 15 (1-based), in clock ticks (100/s).
-  const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[11]) + Number(f[12])) / 100
-}
-
-export type Status = Record<string, unknown> & { seq: number, replication: Record<string, any> }
-export async function status (mnt: string): Promise<Status> { return await callControl(mnt, { cmd: 'status' }, 30_000) as Status }
-
-export interface Pair { a: Mounted, b: Mounted, mntA: string, mntB: string }
-
-/** Where a loopback pair lives: node a (the primary) and b, their mounts, stores and replication flags. */
-export interface PairLayout { dir: string, mntA: string, mntB: string, storeA: string, storeB: string, argsA: string[], argsB: string[] }
-
-export async function pairLayout (work: string, name: string, secret: string): Promise<PairLayout> {
-  const dir = join(work, name)
-  const mntA = join(dir, 'mnt-a'); const mntB = join(dir, 'mnt-b')
-  await fsp.mkdir(mntA, { recursive: true }); await fsp.mkdir(mntB, { recursive: true })
-  const pa = await freePort()
-  let pb = await freePort()
-  while (pb === pa) pb = await freePort()
-  return {
-    dir, mntA, mntB, storeA: join(dir, 'store-a'), storeB: join(dir, 'store-b'),
-    argsA: ['--role', 'primary', '--listen', `127.0.0.1:${pa}`, '--peer', `127.0.0.1:${pb}`, '--secret-file', secret],
-    argsB: ['--role', 'secondary', '--listen', `127.0.0.1:${pb}`, '--peer', `127.0.0.1:${pa}`, '--secret-file', secret]
-  }
-}
-
-export async function startPair (work: string, name: string, mode: 'async' | 'sync', secret: string, secondaryExtra: string[] = []): Promise<Pair> {
-  const { mntA, mntB, storeA, storeB, argsA, argsB } = await pairLayout(work, name, secret)
-  const b = await startMount('replfs', mntB, storeB, [...argsB, ...secondaryExtra], `${name} secondary`)
-  const a = await startMount('replfs', mntA, storeA, [...argsA, '--mode', mode], `${name} primary`)
-  const pair = { a, b, mntA, mntB }
-  const t0 = Date.now()
-  let last = ''
-  let failures = 0
-  for (;;) {
-    // status can fail while the initial full copy runs (see the report: JournalFile.bytesAfter on an empty journal)
-    const s = await status(mntA).catch((err: Error) => { failures++; last = `status failed: ${err.message}`; return null })
-    if (s !== null) last = JSON.stringify(s.replication)
-    if (s?.replication?.phase === 'streaming' && s.replication.lagRecords === 0) break
-    if (Date.now() - t0 > 60_000) throw new Error(`${name}: primary not streaming after 60 s: ${last}`)
-    await sleep(50)
-  }
-  if (failures > 0) console.error(`[${name}] note: primary status failed ${failures} times while the secondary connected (${last})`)
-  return pair
-}
-
-export async function stopPair (p: Pair): Promise<void> {
-  await stopMount(p.a, STOP_TIMEOUT_MS)
-  await stopMount(p.b, STOP_TIMEOUT_MS)
-}
-
-/** Polls the primary until the secondary has acknowledged everything; returns seconds waited. */
-export async function waitCaughtUp (mnt: string, t0: number, timeoutS = 600): Promise<number> {
-  for (;;) {
-    const r = (await status(mnt)).replication
-    if (r.lagRecords === 0) return now() - t0
-    if (now() - t0 > timeoutS) throw new Error(`secondary not caught up after ${timeoutS} s: ${JSON.stringify(r)}`)
-    await sleep(10)
-  }
-}
-
-export async function runVerify (mnt: string): Promise<{ ok: boolean, seconds: number, seq?: number, detail: string }> {
-  const t0 = now()
-  return await new Promise(resolve => {
-    execFile(process.execPath, [join(root, 'bin', 'replfs'), 'verify', mnt, '--json'], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      const seconds = now() - t0
-      let parsed: { seq?: number, identical?: boolean, primary?: unknown, secondary?: unknown } = {}
-      try { parsed = JSON.parse(stdout) } catch {}
-      const exit = err === null ? 0 : (err as { code?: number }).code ?? 1
-      resolve({ ok: exit === 0 && parsed.identical === true, seconds, seq: parsed.seq, detail: exit === 0 ? `exit 0, identical at seq ${String(parsed.seq)}` : `exit ${String(exit)}: ${stdout.trim()} ${stderr.trim()}`.slice(0, 2000) })
-    })
-  })
-}
-
-/** Pins every thread of `pid` to the CPUs in `mask` (threads started later inherit it). */
 function pin (pid: number, mask: number): void {
   execFileSync('taskset', ['-a', '-p', mask.toString(16), String(pid)], { stdio: 'ignore' })
 }
@@ -200,14 +117,15 @@ async function oneCorePerHost (work: string, secret: string, bytes: number): Pro
   }
 }
 
-async function seqConfig (work: string, secret: string, bytes: number, mode: 'async' | 'sync', baseline: number): Promise<SeqReplResult> {
-  const name = `repl-${mode}`
+async function seqConfig (work: string, secret: string, bytes: number, mode: 'async' | 'sync', baseline: number, verify = true, round = 0): Promise<SeqReplResult> {
+  const name = `repl-${mode}-${round}`
   const p = await startPair(work, name, mode, secret)
   try {
     const before = (await status(p.mntA)).replication
     const beforeIn = (await status(p.mntB)).replication
     dropCaches()
     const cpu0 = { a: cpuSeconds(p.a.child.pid!), b: cpuSeconds(p.b.child.pid!) }
+    const io0 = { a: diskWriteBytes(p.a.child.pid!), b: diskWriteBytes(p.b.child.pid!) }
     console.error(`[replfs ${mode}] sequential write ${bytes / MiB} MiB through the primary (pid ${String(p.a.child.pid)}; secondary pid ${String(p.b.child.pid)})`)
     const t0 = now()
     const write = await seqWrite(join(p.mntA, 'big.bin'), bytes)
@@ -216,6 +134,9 @@ async function seqConfig (work: string, secret: string, bytes: number, mode: 'as
     const catchUpSeconds = await waitCaughtUp(p.mntA, tEnd)
     const wall = now() - t0
     const cpu1 = { a: cpuSeconds(p.a.child.pid!), b: cpuSeconds(p.b.child.pid!) }
+    // The write-back of what the write left dirty is counted when dirtied, so this is complete once caught up.
+    const io1 = { a: diskWriteBytes(p.a.child.pid!), b: diskWriteBytes(p.b.child.pid!) }
+    const gib = bytes / (1024 * MiB)
     const after = (await status(p.mntA)).replication
     const afterIn = (await status(p.mntB)).replication
     const wireBytesOut = Number(after.bytesOut) - Number(before.bytesOut)
@@ -233,11 +154,13 @@ async function seqConfig (work: string, secret: string, bytes: number, mode: 'as
       ackLatencyMs: after.ackLatencyMs,
       secondaryDurableMs: afterIn.durableLatencyMs,
       cpuSeconds: { primary: cpu1.a - cpu0.a, secondary: cpu1.b - cpu0.b },
+      cpuSecondsPerGiB: { primary: (cpu1.a - cpu0.a) / gib, secondary: (cpu1.b - cpu0.b) / gib },
+      diskBytesPerByte: { primary: (io1.a - io0.a) / bytes, secondary: (io1.b - io0.b) / bytes },
       wallSeconds: wall,
       peakRssBytes: { primary: vmHWM(p.a.child.pid!), secondary: vmHWM(p.b.child.pid!) }
     }
     console.error(`[replfs ${mode}] ${write.toFixed(1)} MiB/s (${res.ratio.toFixed(2)}x unreplicated); caught up ${catchUpSeconds.toFixed(2)} s after the write; wire ${res.wireRatioOut.toFixed(3)} B/B`)
-    if (mode === 'async') {
+    if (mode === 'async' && verify) {
       console.error(`[replfs ${mode}] replfs verify`)
       res.verify = await runVerify(p.mntA)
       console.error(`[replfs ${mode}] verify: ${res.verify.detail} (${res.verify.seconds.toFixed(1)} s)`)
@@ -370,11 +293,31 @@ async function lagTest (work: string, secret: string, rateMiBps: number, seconds
 export async function replicationBench (work: string, bytes: number, baselineWrite: number, lagSeconds: number): Promise<ReplicationResults> {
   const secret = join(work, 'repl.secret')
   await fsp.writeFile(secret, randomBytes(32).toString('base64') + '\n', { mode: 0o600 })
-  const async = await seqConfig(work, secret, bytes, 'async', baselineWrite)
-  const sync = await seqConfig(work, secret, bytes, 'sync', baselineWrite)
+  const rounds: SyncVsAsync['rounds'] = []
+  const n = Number(process.env.BENCH_SYNC_ROUNDS ?? '3')
+  for (let i = 0; i < n; i++) {
+    const order = i % 2 === 0 ? ['async', 'sync'] as const : ['sync', 'async'] as const
+    const got: Partial<Record<'async' | 'sync', SeqReplResult>> = {}
+    for (const mode of order) got[mode] = await seqConfig(work, secret, bytes, mode, baselineWrite, i === 0, i)
+    rounds.push({ async: got.async!, sync: got.sync!, ratio: got.sync!.write / got.async!.write })
+    console.error(`[replfs sync vs async] round ${i + 1}/${n}: sync ${got.sync!.write.toFixed(1)} / async ${got.async!.write.toFixed(1)} MiB/s = ${rounds[i].ratio.toFixed(2)}x`)
+  }
+  const { async, sync } = rounds[0]
+  const syncVsAsync = { rounds, medianRatio: pct(rounds.map(r => r.ratio), 0.5) }
   // BENCH_LAG_MIBPS fixes the pace (to compare runs); by default it is half the async rate just measured.
   const lag = await lagTest(work, secret, Number(process.env.BENCH_LAG_MIBPS ?? async.write / 2), lagSeconds)
   // BENCH_PINNED=0 leaves this out (it needs taskset and two CPUs).
   const pinned = process.env.BENCH_PINNED !== '0' && availableParallelism() >= 2 ? await oneCorePerHost(work, secret, bytes) : undefined
-  return { async, sync, lag, ...(pinned === undefined ? {} : { oneCorePerHost: pinned }) }
+  return { async, sync, syncVsAsync, lag, ...(pinned === undefined ? {} : { oneCorePerHost: pinned }) }
+}
+
+/** The sync-against-async lines of the report, with each host's CPU and disk figures. */
+export function reportSyncVsAsync (v: SyncVsAsync): void {
+  const med = (f: (r: SeqReplResult) => number, mode: 'async' | 'sync'): string => pct(v.rounds.map(r => f(r[mode])), 0.5).toFixed(2)
+  console.log(`sync vs async sequential write, ${v.rounds.length} alternating rounds on fresh pairs: ${v.rounds.map(r => `${r.sync.write.toFixed(0)}/${r.async.write.toFixed(0)} = ${r.ratio.toFixed(2)}x`).join(', ')};` +
+    ` median ${v.medianRatio.toFixed(2)}x (target >= 0.90 ${v.medianRatio >= 0.9 ? 'ok' : 'MISSED'})`)
+  for (const mode of ['async', 'sync'] as const) {
+    console.log(`  ${mode} (medians): CPU s/GiB primary ${med(r => r.cpuSecondsPerGiB.primary, mode)}, secondary ${med(r => r.cpuSecondsPerGiB.secondary, mode)};` +
+      ` disk bytes written per byte primary ${med(r => r.diskBytesPerByte.primary, mode)}, secondary ${med(r => r.diskBytesPerByte.secondary, mode)}`)
+  }
 }

@@ -1,22 +1,24 @@
 // replfs benchmark: replfs mount vs plain directory vs fuse-native passthrough vs raw LevelDB.
 // Env: BENCH_DIR (default /tmp), BENCH_BYTES (default 1G; suffix K/M/G), BENCH_FILES (default 10000),
 // BENCH_LAG_SECONDS (default 15: the replication lag test), BENCH_PINNED (default 1; 0 skips the one-core-per-host replication runs), BENCH_SECTIONS (default all; comma list of
-// plain,passthrough,replfs,replication,leveldb,writepairs,snapshots,failover — replication needs replfs, for quick partial runs;
+// plain,passthrough,replfs,replication,leveldb,writepairs,snapshots,failover,aging,sqlite — replication needs replfs, for quick partial runs;
 // snapshots and failover stand alone: see bench/snapshots.ts and bench/failover.ts for their own BENCH_SNAPSHOT_* and
-// BENCH_FAILOVER_* sizes), BENCH_WRITE_PAIRS (default 3: writepairs).
+// BENCH_FAILOVER_* sizes; aging: bench/aging.ts, BENCH_AGING_*), BENCH_WRITE_PAIRS (default 3: writepairs).
 import fsp from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { dropCaches, leveldb, leveldbWrite, MiB, parseSize, seqRead, seqWrite, smallFiles, type SmallResult } from './fsbench.js'
 import { cleanupAll, root, startMount, stopMount, rssSampler, vmHWM, writeOnFreshMount } from './mounts.js'
-import { pct, replicationBench, type ReplicationResults } from './replication.js'
+import { pct, replicationBench, reportSyncVsAsync, type ReplicationResults } from './replication.js'
 import { snapshotBench, type SnapshotResults } from './snapshots.js'
 import { failoverBench, type FailoverResults } from './failover.js'
+import { agingBench, reportAging, type AgingResults } from './aging.js'
+import { reportSqlite, sqliteBench, type SqliteResults } from './sqlite.js'
 
 const BYTES = parseSize(process.env.BENCH_BYTES ?? '1G')
 const FILES = Number(process.env.BENCH_FILES ?? '10000')
 const BASE = resolve(process.env.BENCH_DIR ?? '/tmp')
 const LAG_SECONDS = Number(process.env.BENCH_LAG_SECONDS ?? '15')
-const ALL_SECTIONS = ['plain', 'passthrough', 'replfs', 'replication', 'leveldb', 'writepairs', 'snapshots', 'failover'] as const
+const ALL_SECTIONS = ['plain', 'passthrough', 'replfs', 'replication', 'leveldb', 'writepairs', 'snapshots', 'failover', 'aging', 'sqlite'] as const
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? ALL_SECTIONS.join(',')).split(',').map(x => x.trim()).filter(x => x !== ''))
 for (const x of SECTIONS) if (!(ALL_SECTIONS as readonly string[]).includes(x)) throw new Error(`BENCH_SECTIONS: unknown section ${x}`)
 if (SECTIONS.has('replication') && !SECTIONS.has('replfs')) throw new Error('BENCH_SECTIONS: replication needs replfs (its ratios are to the unreplicated mount)')
@@ -29,6 +31,8 @@ type Results = {
   writepairs: WritePairs
   snapshots: SnapshotResults
   failover: FailoverResults
+  aging: AgingResults
+  sqlite: SqliteResults
 }
 
 /**
@@ -130,6 +134,10 @@ async function main (): Promise<void> {
     if (SECTIONS.has('snapshots')) results.snapshots = await snapshotBench(work)
     // (g) failover: resync after a partition (journal and digest paths), promote, switchover
     if (SECTIONS.has('failover')) results.failover = await failoverBench(work)
+    // (h) aging: a churned store against fresh ones, interleaved
+    if (SECTIONS.has('aging')) results.aging = await agingBench(work)
+    // (i) sqlite (synchronous=FULL) on a sync pair against the unreplicated mount
+    if (SECTIONS.has('sqlite')) results.sqlite = await sqliteBench(work)
   } finally {
     await cleanupAll()
     await fsp.rm(work, { recursive: true, force: true }).catch(e => console.error(`warning: cannot remove ${work}: ${(e as Error).message}`))
@@ -181,6 +189,7 @@ async function report (r: Partial<Results>): Promise<void> {
     }
     const rw = rr[0].map((_c, i) => Math.max(...rr.map(row => row[i].length)))
     for (const row of rr) console.log(row.map((c, i) => i === 0 ? c.padEnd(rw[i]) : c.padStart(rw[i])).join('  '))
+    if (rep.syncVsAsync !== undefined) reportSyncVsAsync(rep.syncVsAsync)
     const v = rep.async.verify
     console.log(`async: secondary caught up ${rep.async.catchUpSeconds.toFixed(2)} s after the write returned; replfs verify: ${v === undefined ? 'not run' : `${v.ok ? 'identical' : 'FAILED'} (${v.detail}, ${v.seconds.toFixed(1)} s)`}`)
     console.log(`wire bytes per byte written: async out ${rep.async.wireRatioOut.toFixed(3)} / in ${rep.async.wireRatioIn.toFixed(3)}, sync out ${rep.sync.wireRatioOut.toFixed(3)} / in ${rep.sync.wireRatioIn.toFixed(3)} (target <= 1.4)`)
@@ -217,6 +226,8 @@ async function report (r: Partial<Results>): Promise<void> {
     console.log(`    writes during it: a 4 KiB file every 20 ms on the primary (${e.again.probeWrites} of them; ${e.again.probeRaces} found their file removed by the restore under them), longest ${ms(e.again.probeWriteMaxMs)} ms = ${(e.again.probeWriteMaxMs / e.again.probeWriteIdleMedianMs).toFixed(1)}x the idle median (${ms(e.again.probeWriteIdleMedianMs)} ms)`)
   }
   if (r.failover !== undefined) reportFailover(r.failover)
+  if (r.aging !== undefined) reportAging(r.aging)
+  if (r.sqlite !== undefined) { console.log(''); reportSqlite(r.sqlite) }
   const outDir = join(root, 'bench', 'results')
   await fsp.mkdir(outDir, { recursive: true })
   // A run of some sections keeps the other sections' last results, each with the date of its run

@@ -2,7 +2,8 @@ import { statfs } from 'node:fs/promises'
 import { ClassicLevel } from 'classic-level'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
-import { baseOf, layerOf, prefixEnd } from './keys.js'
+import { prefixEnd } from './keys.js'
+import { SpaceReclaim, type ReclaimOptions, type ReclaimStats } from './space-reclaim.js'
 
 export type BatchOp = { type: 'put', key: Buffer, value: Buffer } | { type: 'del', key: Buffer }
 
@@ -35,6 +36,8 @@ export interface StoreOptions {
   /** LevelDB memtable size; larger tables mean fewer, larger compactions of big block values. */
   writeBufferSize?: number
   logger?: Logger
+  /** When and how the space of deleted and overwritten data is given back (see space-reclaim.ts). */
+  reclaim?: ReclaimOptions
 }
 
 /**
@@ -61,11 +64,13 @@ export class Store {
   private needsRecovery: Error | null = null
   /** Called after a failed write once the database is reopened: reload what you cached. */
   onReset: ((err: Error) => Promise<void>) | null = null
+  private readonly reclaim: SpaceReclaim
 
   private constructor (dir: string, db: ClassicLevel<Buffer, Buffer>, private readonly opts: StoreOptions) {
     this.dir = dir
     this.db = db
     this.logger = opts.logger
+    this.reclaim = new SpaceReclaim(() => this.db, opts.reclaim, opts.logger)
   }
 
   private static make (dir: string, opts: StoreOptions): ClassicLevel<Buffer, Buffer> {
@@ -85,7 +90,9 @@ export class Store {
     } catch (err) {
       throw openError(dir, err)
     }
-    return new Store(dir, db, opts)
+    const store = new Store(dir, db, opts)
+    await store.reclaim.load()
+    return store
   }
 
   /**
@@ -114,11 +121,13 @@ export class Store {
         await this.onReset?.(err)
         throw err
       }
+      await this.reclaim.halt()
       await this.db.close().catch(() => {})
       const db = Store.make(this.dir, { ...this.opts, create: false })
       await db.open()
       this.db = db
       await this.onReset?.(err)
+      this.reclaim.resume()
       this.logger?.warn('store reopened after a failed write')
     })()
     this.recovery = attempt.then(() => { this.recovery = null }, (e: unknown) => {
@@ -129,7 +138,6 @@ export class Store {
     })
     this.recovery.catch(() => {})
   }
-
 
   get status (): string { return this.db.status }
 
@@ -193,7 +201,9 @@ export class Store {
       const kb = Buffer.from(k, 'latin1')
       if (kb.compare(gte) >= 0 && kb.compare(lt) < 0) this.overlay.delete(k)
     }
+    const bytes = await this.db.approximateSize(gte, lt)
     await this.db.clear({ gte, lt })
+    this.reclaim.noteRange(gte, lt, bytes)
   }
 
   async * iteratePrefix (prefix: Buffer, opts: { values?: boolean } = {}): AsyncGenerator<[Buffer, Buffer]> {
@@ -220,6 +230,7 @@ export class Store {
       this.overlay.set(op.key.toString('latin1'), { value: op.type === 'put' ? op.value : null, batch: batch.id })
     }
     if (opts.sync === true) batch.sync = true
+    this.reclaim.note(ops)
     const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }))
     this.kick()
     return done
@@ -299,8 +310,13 @@ export class Store {
     return st === null || st.bavail * st.bsize >= 2 * (this.opts.writeBufferSize ?? LEVELDB_WRITE_BUFFER)
   }
 
+  /** Space reclaim's counters; `reclaimed()` waits until it has nothing left to do. */
+  get reclaimStats (): ReclaimStats { return this.reclaim.stats }
+  async reclaimed (): Promise<void> { await this.reclaim.drained() }
+
   async close (): Promise<void> {
     await this.settle()
+    await this.reclaim.halt()
     await this.db.close()
   }
 
@@ -310,82 +326,12 @@ export class Store {
 
 export const EMPTY = Buffer.alloc(0)
 
+export { LayerView, type Version } from './layer-view.js'
+
 /** See Store.snapshot. */
 export class StoreSnapshot {
   constructor (readonly handle: ReturnType<ClassicLevel<Buffer, Buffer>['snapshot']>) {}
   async close (): Promise<void> { await this.handle.close() }
-}
-
-/** A logical key's visible value in a view and the chain position of the layer holding it. */
-export interface Version { value: Buffer | undefined, depth: number }
-const ABSENT: Version = { value: undefined, depth: -1 }
-
-/**
- * Resolves layered keys for one view of the volume: a chain of layers, newest first. The value
- * of a logical key is the one in the first layer of the chain that has it; an empty value is a
- * tombstone ("absent in this view").
- */
-export class LayerView {
-  readonly chain: readonly number[]
-  private readonly chainSet: Set<number>
-  constructor (readonly store: Store, chain: readonly number[]) {
-    this.chain = chain
-    this.chainSet = new Set(chain)
-  }
-
-  get top (): number { return this.chain[0] }
-
-  async get (keyFor: (layer: number) => Buffer): Promise<Buffer | undefined> {
-    if (this.chain.length === 1) {
-      const v = await this.store.get(keyFor(this.chain[0]))
-      return v === undefined || v.length === 0 ? undefined : v
-    }
-    const vals = await this.store.getMany(this.chain.map(keyFor))
-    for (const v of vals) if (v !== undefined) return v.length === 0 ? undefined : v
-    return undefined
-  }
-
-  /** Looks up many logical keys at once; `keyFor(i, layer)` builds key i in a layer. */
-  async getMany (n: number, keyFor: (i: number, layer: number) => Buffer): Promise<Array<Buffer | undefined>> {
-    return (await this.versions(n, keyFor)).map(v => v.value)
-  }
-
-  /**
-   * Like getMany, also telling where each visible version lives: depth 0 is the top layer,
-   * -1 means absent (or tombstoned) in this view.
-   */
-  async versions (n: number, keyFor: (i: number, layer: number) => Buffer): Promise<Version[]> {
-    const L = this.chain.length
-    const keys: Buffer[] = new Array(n * L)
-    for (let i = 0; i < n; i++) for (let j = 0; j < L; j++) keys[i * L + j] = keyFor(i, this.chain[j])
-    const vals = await this.store.getMany(keys)
-    const out: Version[] = new Array(n)
-    for (let i = 0; i < n; i++) {
-      out[i] = ABSENT
-      for (let j = 0; j < L; j++) {
-        const v = vals[i * L + j]
-        if (v !== undefined) { out[i] = v.length === 0 ? ABSENT : { value: v, depth: j }; break }
-      }
-    }
-    return out
-  }
-
-  /**
-   * Scans the logical keys under `prefix` in this view: yields each base key once with its
-   * visible value and the layer it came from; tombstoned keys are skipped.
-   */
-  async * scan (prefix: Buffer, opts: { values?: boolean, gte?: Buffer, lt?: Buffer } = {}): AsyncGenerator<{ base: Buffer, value: Buffer, layer: number }> {
-    let lastBase: Buffer | null = null
-    for await (const [k, v] of this.store.iterate(opts.gte ?? prefix, opts.lt ?? prefixEnd(prefix), { values: opts.values ?? true })) {
-      const layer = layerOf(k)
-      if (!this.chainSet.has(layer)) continue
-      const base = baseOf(k)
-      if (lastBase !== null && base.equals(lastBase)) continue
-      lastBase = base
-      if (opts.values !== false && v.length === 0) continue
-      yield { base, value: v, layer }
-    }
-  }
 }
 
 function openError (dir: string, err: unknown): ReplfsError {
