@@ -16,6 +16,7 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # node-gyp builds the addons with it; the sd_notify tests bind their datagram socket with it.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v attr >/dev/null 2>&1 || command -v getfattr >/dev/null 2>&1 || need_apt+=(attr)
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 # scripts/pjdfstest.sh builds test/pjdfstest with cc and runs it with perl's prove.
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v prove >/dev/null 2>&1 || need_apt+=(perl)

@@ -88,7 +88,8 @@ static int read_entry (napi_env env, napi_value obj, struct fuse_entry_param *e)
   if (!get_prop(env, obj, "attr", &attr, &t)) return 0;
   if (t == napi_undefined && e->ino == 0) return 1;  // a negative entry, cached for entryTimeout
   if (f3_read_attr(env, attr, &e->attr) != napi_ok) return 0;
-  e->attr.st_ino = e->ino;
+  // A readdirplus entry without a lookup ('.', '..') keeps the inode number its attributes name.
+  if (e->ino != 0) e->attr.st_ino = e->ino;
   return 1;
 }
 

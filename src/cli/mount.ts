@@ -3,7 +3,7 @@ import { mkdirSync, openSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import type { Command } from 'commander'
 import type { ControlGroup } from '../daemon/control.js'
-import { MountDaemon, type MountDaemonOptions } from '../daemon/mount-daemon.js'
+import { FUSE_BINDINGS, type FuseBinding, MountDaemon, type MountDaemonOptions } from '../daemon/mount-daemon.js'
 import { sdNotify, statusLine } from '../daemon/sd-notify.js'
 import { groupId } from '../daemon/peer-credentials.js'
 import { ReplfsError } from '../errors.js'
@@ -28,6 +28,7 @@ interface MountFlags {
   create: boolean
   allowOther?: boolean
   attrTimeout: string
+  fuseBinding: string
   logFile?: string
   role?: string
   listen?: string
@@ -58,6 +59,7 @@ export function registerMount (program: Command): void {
     .option('--no-create', 'fail if the store does not exist yet')
     .option('--allow-other', 'let other users use the mount (permissions still apply, as on ext4)')
     .option('--attr-timeout <seconds>', 'how long the kernel may cache attributes and names', '1')
+    .option('--fuse-binding <binding>', `which FUSE binding serves the mount: ${FUSE_BINDINGS.join(' or ')} (the old path API, kept for comparison until it leaves)`, 'libfuse3')
     .option('--log-file <file>', 'where a background volume process logs (default /var/log/replfs/<mountpoint>.log)')
     .option('--role <role>', 'replicate: primary (writable, ships every change to --peer) or secondary (read-only replica)')
     .option('--listen <host:port>', 'replication address this node listens on (both roles)')
@@ -99,6 +101,7 @@ async function runForeground (mnt: string, o: MountFlags, metrics: MountDaemonOp
     sizeLimit: checked.sizeLimit,
     allowOther: o.allowOther,
     attrTimeout: checked.attrTimeout,
+    fuseBinding: checked.fuseBinding,
     replication: checked.replication,
     controlGroup: checked.controlGroup,
     metrics,
@@ -143,13 +146,16 @@ async function runForeground (mnt: string, o: MountFlags, metrics: MountDaemonOp
  * paths: the background one before it forks the volume process). A value out of range is an
  * error whether or not the feature it tunes is in use.
  */
-async function checkFlags (o: MountFlags): Promise<{ sizeLimit?: number, attrTimeout: number, replication?: ReplicationConfig, controlGroup?: ControlGroup }> {
+async function checkFlags (o: MountFlags): Promise<{ sizeLimit?: number, attrTimeout: number, fuseBinding: FuseBinding, replication?: ReplicationConfig, controlGroup?: ControlGroup }> {
   const sizeLimit = o.size === undefined
     ? undefined
     : sizeOption('--size', o.size, FRSIZE, 'e.g. --size 10G; leave it out to let the volume take what the store\'s disk can')
   const attrTimeout = secondsOption('--attr-timeout', o.attrTimeout, { min: 0, max: MAX_TIMEOUT_S },
     'e.g. --attr-timeout 1 (the default), or 0 to let the kernel cache nothing')
-  return { sizeLimit, attrTimeout, replication: await replicationConfig(o), controlGroup: controlGroupOption(o.controlGroup) }
+  if (!(FUSE_BINDINGS as readonly string[]).includes(o.fuseBinding)) {
+    throw new ReplfsError('BAD_ARGUMENT', `--fuse-binding must be ${FUSE_BINDINGS.join(' or ')}, not ${JSON.stringify(o.fuseBinding)}`, { hint: 'Leave it out: libfuse3 is the default' })
+  }
+  return { sizeLimit, attrTimeout, fuseBinding: o.fuseBinding as FuseBinding, replication: await replicationConfig(o), controlGroup: controlGroupOption(o.controlGroup) }
 }
 
 function controlGroupOption (name: string | undefined): ControlGroup | undefined {

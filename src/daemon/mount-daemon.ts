@@ -5,12 +5,17 @@ import { rmSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { ReplfsError } from '../errors.js'
 import { FuseMount, isMounted } from '../fuse/mount.js'
+import { LowLevelMount } from '../fuse/lowlevel-mount.js'
 import type { Volume } from '../fs/volume.js'
 import { type ControlGroup, controlSocketPath, serveControl } from './control.js'
 import { serveMetrics } from './metrics.js'
 import { type Endpoint, formatEndpoint } from '../net/transport.js'
 import { defaultSizeLimit, makeVolume, openVolume, type OpenedVolume } from './open-volume.js'
 import { type ReplicationConfig, VolumeReplication } from './replication.js'
+
+/** Which FUSE binding serves the mount. */
+export type FuseBinding = 'libfuse3' | 'fuse-native'
+export const FUSE_BINDINGS: readonly FuseBinding[] = ['libfuse3', 'fuse-native']
 
 export interface MountDaemonOptions {
   store: string
@@ -19,6 +24,8 @@ export interface MountDaemonOptions {
   sizeLimit?: number
   allowOther?: boolean
   attrTimeout?: number
+  /** libfuse3: our own binding of libfuse 3's low-level API (default); fuse-native: the old path API. */
+  fuseBinding?: FuseBinding
   replication?: ReplicationConfig
   /** Members of this group may use the control socket too (else only root and this process's user). */
   controlGroup?: ControlGroup
@@ -37,7 +44,7 @@ export interface MountDaemonOptions {
 export class MountDaemon {
   private opened!: OpenedVolume
   private vol!: Volume
-  private fuse!: FuseMount
+  private fuse!: FuseMount | LowLevelMount
   private control: Server | null = null
   private metrics: HttpServer | null = null
   private repl: VolumeReplication | null = null
@@ -64,7 +71,8 @@ export class MountDaemon {
       this.vol = makeVolume(this.opened, { sizeLimit, readOnly: this.opts.replication !== undefined, logger: this.log })
       if (this.opts.replication !== undefined) {
         this.repl = await VolumeReplication.start(this.opts.replication, this.opened, {
-          setWritable: w => this.setWritable(w)
+          setWritable: w => this.setWritable(w),
+          onStateReplaced: () => { if (this.fuse instanceof LowLevelMount) this.fuse.invalidateAll() }
         }, this.log, { fresh: this.opened.created === true })
       }
       // Before the mount: an address that cannot be served fails the start with nothing to undo but the store.
@@ -81,9 +89,10 @@ export class MountDaemon {
       }
       // A secondary's orphans are freed by the primary's purge records, never on its own.
       if (!this.vol.readOnly) await this.housekeeping()
-      this.fuse = new FuseMount(this.opts.mountpoint, this.vol, {
-        allowOther: this.opts.allowOther, attrTimeout: this.opts.attrTimeout, fsname: `replfs:${volumeId.slice(0, 8)}`, logger: this.log
-      })
+      const mountOpts = { allowOther: this.opts.allowOther, attrTimeout: this.opts.attrTimeout, fsname: `replfs:${volumeId.slice(0, 8)}`, logger: this.log }
+      this.fuse = (this.opts.fuseBinding ?? 'libfuse3') === 'libfuse3'
+        ? new LowLevelMount(this.opts.mountpoint, this.vol, mountOpts)
+        : new FuseMount(this.opts.mountpoint, this.vol, mountOpts)
       await this.fuse.mount()
     } catch (err) {
       this.metrics?.close()

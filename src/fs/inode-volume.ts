@@ -250,17 +250,7 @@ export class InodeVolume extends VolumeCore {
   }
 
   async chown (ino: number, fh: number | null, uid: number, gid: number): Promise<void> {
-    // -1 (as unsigned) means "leave alone"
-    await this.setattr(ino, fh, n => {
-      const change: { uid?: number, gid?: number, mode?: number } = {}
-      if (uid !== 0xffffffff && uid !== -1) change.uid = uid
-      if (gid !== 0xffffffff && gid !== -1) change.gid = gid
-      // Changing owner of a non-directory clears set-user-ID and set-group-ID, as on ext4.
-      if (!isDir(n) && (n.mode & 0o6000) !== 0 && (change.uid !== undefined || change.gid !== undefined)) {
-        change.mode = n.mode & ~((n.mode & 0o010) !== 0 ? 0o6000 : 0o4000) & 0o7777
-      }
-      return change
-    })
+    await this.setattr(ino, fh, n => ownerChange(n, uid, gid))
   }
 
   async truncate (ino: number, fh: number | null, size: number): Promise<void> {
@@ -281,6 +271,32 @@ export class InodeVolume extends VolumeCore {
       const change: { atime?: bigint, mtime?: bigint } = {}
       if (atime !== 'omit') change.atime = atime === 'now' ? t : atime
       if (mtime !== 'omit') change.mtime = mtime === 'now' ? t : mtime
+      return change
+    })
+  }
+
+  /**
+   * The kernel's setattr: every attribute it sets in one call, as one record. uid/gid -1 leave
+   * the owner alone; times are nanoseconds or 'now'.
+   */
+  async setattrs (ino: number, fh: number | null, a: { mode?: number, uid?: number, gid?: number, size?: number, atime?: bigint | 'now', mtime?: bigint | 'now' }): Promise<void> {
+    if (a.size !== undefined && a.size < 0) throw fsError('EINVAL')
+    if (a.size !== undefined && a.size > MAX_FILE_SIZE) throw fsError('EFBIG')
+    await this.setattr(ino, fh, n => {
+      const t = nowNs()
+      const change: SetattrChange = {}
+      if (a.size !== undefined) {
+        if (isDir(n)) throw fsError('EISDIR')
+        if (!isReg(n)) throw fsError('EINVAL')
+        if (a.size > n.size) this.checkSpace(0)
+        change.size = a.size
+        change.mtime = t
+      }
+      Object.assign(change, ownerChange(n, a.uid, a.gid))
+      // A mode given with the owner is the caller's word (the kernel already dropped set-ID bits in it).
+      if (a.mode !== undefined) change.mode = a.mode & 0o7777
+      if (a.atime !== undefined) change.atime = a.atime === 'now' ? t : a.atime
+      if (a.mtime !== undefined) change.mtime = a.mtime === 'now' ? t : a.mtime
       return change
     })
   }
@@ -354,6 +370,18 @@ export class InodeVolume extends VolumeCore {
 }
 
 function isDirMode (mode: number): boolean { return (mode & S_IFMT) === S_IFDIR }
+
+/** A chown's change; uid/gid -1 (or its unsigned form) or undefined leave that one alone. */
+function ownerChange (n: Inode, uid: number | undefined, gid: number | undefined): { uid?: number, gid?: number, mode?: number } {
+  const change: { uid?: number, gid?: number, mode?: number } = {}
+  if (uid !== undefined && uid !== 0xffffffff && uid !== -1) change.uid = uid
+  if (gid !== undefined && gid !== 0xffffffff && gid !== -1) change.gid = gid
+  // Changing owner of a non-directory clears set-user-ID and set-group-ID, as on ext4.
+  if (!isDir(n) && (n.mode & 0o6000) !== 0 && (change.uid !== undefined || change.gid !== undefined)) {
+    change.mode = n.mode & ~((n.mode & 0o010) !== 0 ? 0o6000 : 0o4000) & 0o7777
+  }
+  return change
+}
 
 export function checkName (name: string): void {
   if (Buffer.byteLength(name) > NAME_MAX) throw fsError('ENAMETOOLONG', `name longer than ${NAME_MAX} bytes`)

@@ -43,7 +43,7 @@ t.test('a volume mounted from a config file with metrics = serves /metrics; FUSE
   t.equal(value(before, 'replfs_role', { ...vol, role: 'primary' }), 0)
   t.equal(value(before, 'replfs_snapshots', vol), 0)
   const op = (s: Scrape, name: string): number => value(s, 'replfs_fuse_operations_total', { ...vol, op: name }) || 0
-  const enoent = (s: Scrape): number => value(s, 'replfs_fuse_errors_total', { ...vol, op: 'getattr', errno: 'ENOENT' }) || 0
+  const enoent = (s: Scrape): number => value(s, 'replfs_fuse_errors_total', { ...vol, op: 'lookup', errno: 'ENOENT' }) || 0
 
   for (let i = 0; i < 5; i++) fs.writeFileSync(join(m.mnt, `f${i}`), `file ${i}\n`)
   for (let i = 0; i < 3; i++) fs.mkdirSync(join(m.mnt, `d${i}`))
@@ -59,8 +59,8 @@ t.test('a volume mounted from a config file with metrics = serves /metrics; FUSE
   t.equal(op(after, 'mkdir') - op(before, 'mkdir'), 3, 'mkdir: +3')
   t.equal(op(after, 'unlink') - op(before, 'unlink'), 5, 'unlink: +5')
   t.equal(op(after, 'write') - op(before, 'write'), 5, 'write: +5')
-  t.equal(enoent(mid) - enoent(before), 8, 'getattr ENOENT errors: +8, the lookups of the 5 new files and 3 new directories')
-  t.equal(enoent(after) - enoent(mid), 4, 'getattr ENOENT errors: +4, one per missing name')
+  t.equal(enoent(mid) - enoent(before), 8, 'lookup ENOENT errors: +8, the lookups of the 5 new files and 3 new directories')
+  t.equal(enoent(after) - enoent(mid), 4, 'lookup ENOENT errors: +4, one per missing name')
   const seqDelta = value(after, 'replfs_applied_seq', vol) - value(before, 'replfs_applied_seq', vol)
   // 5 creates, 5 writes, 3 mkdirs, 5 unlinks and the snapshot (plus any attribute records).
   t.ok(seqDelta >= 19, `records: +${seqDelta}`)

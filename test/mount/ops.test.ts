@@ -226,7 +226,7 @@ t.test('a 1 MiB write(2) reaches the volume in one or two FUSE requests, not eig
   t.equal(fs.statSync(file).blksize, 1 << 20, 'st_blksize is 1 MiB, so cp and stdio write in 1 MiB pieces')
 })
 
-t.test('the patched binding answers security.* xattr reads itself: writes cost no getxattr round trip into JavaScript, user.* xattrs still reach the volume', async t => {
+t.test('the binding answers security.* xattr reads itself: writes cost no getxattr round trip into JavaScript, user.* xattrs still reach the volume', async t => {
   const m = await mountVolume(t)
   const env = { REPLFS_RUN_DIR: m.runDir }
   const fuseOps = (): Record<string, number> => JSON.parse(cli(['status', m.mnt, '--json'], env).stdout).fuseOps as Record<string, number>
