@@ -1,7 +1,7 @@
 // replfs benchmark: replfs mount vs plain directory vs fuse-native passthrough vs raw LevelDB.
 // Env: BENCH_DIR (default /tmp), BENCH_BYTES (default 1G; suffix K/M/G), BENCH_FILES (default 10000),
 // BENCH_LAG_SECONDS (default 15: the replication lag test), BENCH_PINNED (default 1; 0 skips the one-core-per-host replication runs), BENCH_SECTIONS (default all; comma list of
-// plain,passthrough,replfs,replication,leveldb,writepairs,snapshots,failover,aging,sqlite — replication needs replfs, for quick partial runs;
+// plain,passthrough,replfs,replication,leveldb,writepairs,snapshots,failover,aging,sqlite,bindings — replication needs replfs, for quick partial runs;
 // snapshots and failover stand alone: see bench/snapshots.ts and bench/failover.ts for their own BENCH_SNAPSHOT_* and
 // BENCH_FAILOVER_* sizes; aging: bench/aging.ts, BENCH_AGING_*), BENCH_WRITE_PAIRS (default 3: writepairs).
 import fsp from 'node:fs/promises'
@@ -10,6 +10,7 @@ import { dropCaches, leveldb, leveldbWrite, MiB, parseSize, seqRead, seqWrite, s
 import { cleanupAll, root, startMount, stopMount, rssSampler, vmHWM, writeOnFreshMount } from './mounts.js'
 import { pct, replicationBench, reportSyncVsAsync, type ReplicationResults } from './replication.js'
 import { snapshotBench, type SnapshotResults } from './snapshots.js'
+import { bindingsBench, reportBindings, type BindingsResults } from './bindings.js'
 import { failoverBench, type FailoverResults } from './failover.js'
 import { agingBench, reportAging, type AgingResults } from './aging.js'
 import { reportSqlite, sqliteBench, type SqliteResults } from './sqlite.js'
@@ -18,7 +19,7 @@ const BYTES = parseSize(process.env.BENCH_BYTES ?? '1G')
 const FILES = Number(process.env.BENCH_FILES ?? '10000')
 const BASE = resolve(process.env.BENCH_DIR ?? '/tmp')
 const LAG_SECONDS = Number(process.env.BENCH_LAG_SECONDS ?? '15')
-const ALL_SECTIONS = ['plain', 'passthrough', 'replfs', 'replication', 'leveldb', 'writepairs', 'snapshots', 'failover', 'aging', 'sqlite'] as const
+const ALL_SECTIONS = ['plain', 'passthrough', 'replfs', 'replication', 'leveldb', 'writepairs', 'snapshots', 'failover', 'aging', 'sqlite', 'bindings'] as const
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? ALL_SECTIONS.join(',')).split(',').map(x => x.trim()).filter(x => x !== ''))
 for (const x of SECTIONS) if (!(ALL_SECTIONS as readonly string[]).includes(x)) throw new Error(`BENCH_SECTIONS: unknown section ${x}`)
 if (SECTIONS.has('replication') && !SECTIONS.has('replfs')) throw new Error('BENCH_SECTIONS: replication needs replfs (its ratios are to the unreplicated mount)')
@@ -33,6 +34,7 @@ type Results = {
   failover: FailoverResults
   aging: AgingResults
   sqlite: SqliteResults
+  bindings: BindingsResults
 }
 
 /**
@@ -138,6 +140,7 @@ async function main (): Promise<void> {
     if (SECTIONS.has('aging')) results.aging = await agingBench(work)
     // (i) sqlite (synchronous=FULL) on a sync pair against the unreplicated mount
     if (SECTIONS.has('sqlite')) results.sqlite = await sqliteBench(work)
+    if (SECTIONS.has('bindings')) results.bindings = await bindingsBench(work, BYTES, FILES)
   } finally {
     await cleanupAll()
     await fsp.rm(work, { recursive: true, force: true }).catch(e => console.error(`warning: cannot remove ${work}: ${(e as Error).message}`))
@@ -228,6 +231,7 @@ async function report (r: Partial<Results>): Promise<void> {
   if (r.failover !== undefined) reportFailover(r.failover)
   if (r.aging !== undefined) reportAging(r.aging)
   if (r.sqlite !== undefined) { console.log(''); reportSqlite(r.sqlite) }
+  if (r.bindings !== undefined) { console.log(''); reportBindings(r.bindings) }
   const outDir = join(root, 'bench', 'results')
   await fsp.mkdir(outDir, { recursive: true })
   // A run of some sections keeps the other sections' last results, each with the date of its run
