@@ -12,19 +12,30 @@ export class KernelNames {
   private readonly counts = new Map<number, number>()
   /** ino -> "parent/name" keys the kernel resolved to it */
   private readonly names = new Map<number, Map<string, { parent: number, name: string }>>()
+  /** "parent/name" -> the inodes the kernel resolved it to (the reverse of `names`) */
+  private readonly byName = new Map<string, Set<number>>()
 
   /** The kernel now holds one more reference to `ino`, reached as `name` in `parent`. */
   looked (parent: number, name: string, ino: number): void {
     this.counts.set(ino, (this.counts.get(ino) ?? 0) + 1)
     let m = this.names.get(ino)
     if (m === undefined) this.names.set(ino, m = new Map())
-    m.set(`${parent}/${name}`, { parent, name })
+    const key = `${parent}/${name}`
+    m.set(key, { parent, name })
+    let inos = this.byName.get(key)
+    if (inos === undefined) this.byName.set(key, inos = new Set())
+    inos.add(ino)
   }
 
   forget (ino: number, nlookup: number): void {
     const left = (this.counts.get(ino) ?? 0) - nlookup
     if (left > 0) { this.counts.set(ino, left); return }
     this.counts.delete(ino)
+    for (const key of this.names.get(ino)?.keys() ?? []) {
+      const inos = this.byName.get(key)
+      inos?.delete(ino)
+      if (inos?.size === 0) this.byName.delete(key)
+    }
     this.names.delete(ino)
   }
 
@@ -71,9 +82,6 @@ export class KernelNames {
   }
 
   private inodesNamed (parent: number, name: string): number[] {
-    const key = `${parent}/${name}`
-    const out: number[] = []
-    for (const [ino, m] of this.names) if (m.has(key)) out.push(ino)
-    return out
+    return [...this.byName.get(`${parent}/${name}`) ?? []]
   }
 }

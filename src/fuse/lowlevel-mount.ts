@@ -65,8 +65,9 @@ export class LowLevelMount {
     const inv = this.names.invalidations(rec)
     if (inv.everything) { this.invalidateAll(); return }
     for (const e of inv.entries) this.notify(s => s.notifyInvalEntry(e.parent, e.name))
-    const range = rec.type === 'write' ? [rec.offset, rec.data.length] as const : [0, 0] as const
-    for (const ino of inv.inodes) if (this.names.known(ino) || ino === ROOT_INO) this.notify(s => s.notifyInvalInode(ino, rec.type === 'write' && ino === rec.ino ? range[0] : 0, rec.type === 'write' && ino === rec.ino ? range[1] : 0))
+    // A write drops only the pages it changed; anything else drops the inode's whole cache (0, 0).
+    const [off, len] = rec.type === 'write' ? [rec.offset, rec.data.length] : [0, 0]
+    for (const ino of inv.inodes) if (this.names.known(ino) || ino === ROOT_INO) this.notify(s => s.notifyInvalInode(ino, off, len))
   }
 
   /** The whole view changed (a restore, a resync): the kernel drops every name and inode it holds. */
